@@ -1,0 +1,201 @@
+"""The single-layer texture model (paper sections 2-4).
+
+One convolutional layer (stride 1, no bias, zero padding (k-1)/2) with the filters of a
+:class:`~reprlab.textures.filterbanks.FilterBank`, a pointwise nonlinearity (ReLU,
+sigmoid, or none = the linear control of Fig. 2), on inputs whose mean intensity per
+colour channel has been removed (the paper subtracts the ImageNet channel means).
+
+- eq. (1): Gram matrix ``G_ij = 1/M sum_m F_im F_jm`` over the M = H W positions,
+- eq. (2): normalised Gram distance between two textures, :func:`gram_distance`,
+- eq. (3): normalised pixel distance, :func:`pixel_distance`,
+- eq. (5): synthesis objective ``E(y) = sum (G(x) - G(y))^2 / sum G(x)^2``, :meth:`TextureModel.loss`.
+
+Kernels of size >= ``fft_threshold`` are applied by FFT (:mod:`reprlab.textures.fftconv`),
+smaller ones by direct ``conv2d``; both give the same feature maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from reprlab.textures.fftconv import FFTConv2d, conv2d_same
+from reprlab.textures.filterbanks import FilterBank
+
+#: ImageNet mean intensity per RGB channel (in [0, 1]); its luminance for grayscale
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_MEAN_GRAY = 0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406
+
+#: kernels of this size and larger go through the FFT path by default (see bench/bench_textures.py)
+FFT_THRESHOLD = 15
+
+NONLINEARITIES = ("relu", "sigmoid", "none")
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """Eq. (1): (B, N, H, W) feature maps -> (B, N, N) Gram matrices averaged over the M = H W positions."""
+    if features.ndim != 4:
+        raise ValueError(f"expected features (B, N, H, W), got shape {tuple(features.shape)}")
+    b, n, h, w = features.shape
+    f = features.reshape(b, n, h * w)
+    return f @ f.transpose(1, 2) / (h * w)
+
+
+def _as_batch(x: torch.Tensor, channels: int) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"expected a torch.Tensor image, got {type(x).__name__}")
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[1] != channels:
+        raise ValueError(f"expected an image (C, H, W) or batch (B, C, H, W) with C={channels}, got {tuple(x.shape)}")
+    return x
+
+
+class TextureModel(nn.Module):
+    """Single conv layer + nonlinearity; Gram statistics of its feature maps (paper sections 2-3).
+
+    Parameters
+    ----------
+    bank: the filters (one or several sizes); all feature maps form one layer of N maps.
+    nonlinearity: 'relu' (the paper's default), 'sigmoid' or 'none' (linear control).
+    fft_threshold: kernels with size >= this use the FFT path; ``None`` = all direct conv2d.
+    channel_mean: subtracted from each input channel: 'imagenet' (paper), 'image' (the
+        input's own mean) or explicit per-channel values.
+    gram_block: the loss computes the symmetric Gram in row blocks of this many maps,
+        upper triangle only (same value, ~40% fewer flops for N = 1024).
+    """
+
+    def __init__(
+        self,
+        bank: FilterBank,
+        nonlinearity: str = "relu",
+        fft_threshold: int | None = FFT_THRESHOLD,
+        channel_mean: str | Sequence[float] = "imagenet",
+        gram_block: int = 256,
+    ):
+        super().__init__()
+        if not isinstance(bank, FilterBank):
+            raise ValueError(f"bank must be a FilterBank, got {type(bank).__name__}")
+        if nonlinearity not in NONLINEARITIES:
+            raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {nonlinearity!r}")
+        if not isinstance(gram_block, int) or gram_block < 1:
+            raise ValueError(f"gram_block must be a positive int, got {gram_block!r}")
+        self.bank = bank
+        self.nonlinearity = nonlinearity
+        self.fft_threshold = fft_threshold
+        self.gram_block = gram_block
+        self.in_channels = bank.in_channels
+        self.n_maps = bank.n_maps
+        c = self.in_channels
+        if isinstance(channel_mean, str):
+            if channel_mean == "imagenet":
+                mean = list(IMAGENET_MEAN_RGB) if c == 3 else [IMAGENET_MEAN_GRAY]
+            elif channel_mean == "image":
+                mean = None
+            else:
+                raise ValueError(f"channel_mean must be 'imagenet', 'image' or {c} numbers, got {channel_mean!r}")
+        else:
+            mean = [float(v) for v in channel_mean]
+            if len(mean) != c:
+                raise ValueError(f"channel_mean needs {c} values, got {len(mean)}")
+        self.channel_mean = channel_mean if isinstance(channel_mean, str) else tuple(mean)
+        self.register_buffer("mean", None if mean is None else torch.tensor(mean).view(1, c, 1, 1), persistent=False)
+
+        use_fft = [fft_threshold is not None and k >= fft_threshold for k in bank.sizes]
+        self._direct_idx: list[int] = []
+        fft_w, self._fft_idx = [], []
+        for i, (w, f) in enumerate(zip(bank.weights, use_fft)):
+            if f:
+                fft_w.append(w)
+                self._fft_idx.append(i)
+            else:
+                self.register_buffer(f"weight_{i}", w.clone(), persistent=False)
+                self._direct_idx.append(i)
+        self.fftconv = FFTConv2d(fft_w) if fft_w else None
+        self._fft_maps = [int(bank.weights[i].shape[0]) for i in self._fft_idx]
+
+    def extra_repr(self) -> str:
+        return (f"bank={self.bank.name!r}, sizes={self.bank.sizes}, N={self.n_maps}, nonlinearity={self.nonlinearity!r}, "
+                f"fft_sizes={[self.bank.sizes[i] for i in self._fft_idx]}")
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """Remove the mean intensity per colour channel."""
+        if self.mean is None:
+            return x - x.mean(dim=(-2, -1), keepdim=True)
+        return x - self.mean.to(dtype=x.dtype)
+
+    def conv(self, x: torch.Tensor) -> torch.Tensor:
+        """Linear filter responses (B, N, H, W) of the mean-removed input, in bank order."""
+        x = _as_batch(x, self.in_channels)
+        x = self.preprocess(x)
+        parts: list[torch.Tensor | None] = [None] * len(self.bank.weights)
+        for i in self._direct_idx:
+            parts[i] = conv2d_same(x, getattr(self, f"weight_{i}").to(dtype=x.dtype))
+        if self.fftconv is not None:
+            y = self.fftconv(x)
+            for i, yi in zip(self._fft_idx, torch.split(y, self._fft_maps, dim=1)):
+                parts[i] = yi
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature maps F (B, N, H, W): conv layer followed by the nonlinearity."""
+        y = self.conv(x)
+        if self.nonlinearity == "relu":
+            return torch.relu(y)
+        if self.nonlinearity == "sigmoid":
+            return torch.sigmoid(y)
+        return y
+
+    def grams(self, x: torch.Tensor) -> torch.Tensor:
+        """Eq. (1) Gram matrices (B, N, N) of the features of an image (C, H, W) or batch."""
+        return gram_matrix(self.features(x))
+
+    def loss(self, x: torch.Tensor, target_grams: torch.Tensor) -> torch.Tensor:
+        """Eq. (5): ``sum_ij (G_ij(target) - G_ij(x))^2 / sum_ij G_ij(target)^2``, summed over a batch.
+
+        ``target_grams`` is (N, N) (broadcast over the batch) or (B, N, N). Uses only the
+        upper block triangle of the symmetric Gram (off-diagonal blocks counted twice).
+        """
+        x = _as_batch(x, self.in_channels)
+        t = target_grams
+        if t.ndim == 2:
+            t = t[None]
+        n = self.n_maps
+        if t.ndim != 3 or t.shape[-2:] != (n, n) or t.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"target_grams must be ({n}, {n}) or (B, {n}, {n}), got {tuple(target_grams.shape)}")
+        t = t.to(device=x.device, dtype=x.dtype)
+        f = self.features(x)
+        b, _, h, w = f.shape
+        f = f.reshape(b, n, h * w)
+        m = h * w
+        total = x.new_zeros(b)
+        chunks = torch.split(f, self.gram_block, dim=1)  # split's backward is one cat, no zero fills
+        starts = [0]
+        for ch in chunks:
+            starts.append(starts[-1] + ch.shape[1])
+        for i, fi in enumerate(chunks):
+            for j in range(i, len(chunks)):
+                g = fi @ chunks[j].transpose(1, 2) / m
+                d = ((g - t[:, starts[i]:starts[i + 1], starts[j]:starts[j + 1]]) ** 2).sum(dim=(1, 2))
+                total = total + (d if i == j else 2 * d)
+        norm = (t ** 2).sum(dim=(1, 2))
+        if torch.any(norm == 0):
+            raise ValueError("target Gram matrix is all zeros: the target texture has no feature energy")
+        return (total / norm).sum()
+
+
+def gram_distance(x: torch.Tensor, y: torch.Tensor, model: TextureModel) -> float:
+    """Eq. (2): ``sum (G(x) - G(y))^2 / (||G(x)|| ||G(y)||)`` (Frobenius norms) under ``model``."""
+    with torch.no_grad():
+        gx, gy = model.grams(x)[0], model.grams(y)[0]
+        return float(((gx - gy) ** 2).sum() / (gx.norm() * gy.norm()))
+
+
+def pixel_distance(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Eq. (3): ``sum (x - y)^2 / (||x|| ||y||)`` over raw pixel values (same shape required)."""
+    if x.shape != y.shape:
+        raise ValueError(f"pixel distance needs images of equal shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    x, y = x.double(), y.double()
+    return float(((x - y) ** 2).sum() / (x.norm() * y.norm()))
