@@ -15,6 +15,7 @@ SCALE       ?= smoke
 STAMP       := $(VENV)/.reprlab-installed
 
 APPS := $(wildcard widgets/twin_explorer.py widgets/texture_studio.py)
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
 .PHONY: setup serve twin lab test bench lint browser clean help
 
@@ -56,7 +57,7 @@ browser:
 	else echo "warning: chromium missing and not installable here; browser tests will skip"; fi
 
 test: $(STAMP) browser
-	REPRLAB_SCALE=$(SCALE) $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env \
+	REPRLAB_SCALE=$(SCALE) $(BIN)/python -m pytest tests $(NOTEBOOKS) --nbval-lax --nbval-current-env \
 		--nbval-cell-timeout=1200 -p no:cacheprovider
 
 bench: $(STAMP)
