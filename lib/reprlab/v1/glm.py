@@ -256,3 +256,67 @@ class PoissonGLM:
         self._check_fitted()
         h, w = self.image_shape_
         return self.coef_.reshape(-1, h // self.downsample, w // self.downsample)
+
+
+#: GLM settings per scale (pixels pooled by ``downsample``; the 48 penalties at every scale).
+GLM_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": dict(downsample=2, max_iter=50),
+    "default": dict(downsample=2, max_iter=100),
+    "paper": dict(downsample=1, max_iter=200),
+}
+
+
+def fit_glm_baseline(
+    datasets: Any,
+    scale: str | None = None,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Fit a :class:`PoissonGLM` per animal (train tier; penalty chosen on validation) and
+    evaluate it on the test repeats with :func:`reprlab.v1.metrics.evaluate`.
+
+    Returns ``{"per_neuron": {measure: (N,)}, "alpha": (N,), "animal": (N,), "family": (N,)
+    or None, "summary": {...}, "seconds_total": float, "models": {animal: PoissonGLM}}``.
+    """
+    import time
+
+    from reprlab.scales import pick
+    from reprlab.v1 import metrics
+
+    datasets = list(datasets) if not hasattr(datasets, "responses") else [datasets]
+    if not datasets:
+        raise ValueError("fit_glm_baseline needs at least one dataset")
+    cfg = pick(GLM_PRESETS, scale, **overrides)
+    t0 = time.perf_counter()
+    per: dict[str, list[np.ndarray]] = {}
+    alphas, animals, fams, models = [], [], [], {}
+    have_fam = True
+    for ds in datasets:
+        tr, va = ds.split("train"), ds.split("validation")
+        if len(va.responses) < 2:
+            raise ValueError(f"animal {ds.animal!r}: the GLM needs validation trials to choose the L2 penalty")
+        glm = PoissonGLM(device=device, progress=progress, **cfg).fit(tr.images, tr.responses, va.images, va.responses)
+        rep, img_idx = ds.repeats_by_image("test", return_images=True)
+        pred = glm.predict(ds.images[img_idx])
+        for k, v in metrics.evaluate(pred, rep).items():
+            per.setdefault(k, []).append(v)
+        alphas.append(glm.alpha_)
+        animals.append(np.full(ds.n_neurons, ds.animal))
+        meta = getattr(ds, "neuron_meta", {}) or {}
+        if "family" in meta:
+            fams.append(np.asarray(meta["family"]).astype(str))
+        else:
+            have_fam = False
+        models[ds.animal] = glm
+    per_neuron = {k: np.concatenate(v) for k, v in per.items()}
+    family = np.concatenate(fams) if have_fam and fams else None
+    return {
+        "per_neuron": per_neuron,
+        "alpha": np.concatenate(alphas),
+        "animal": np.concatenate(animals),
+        "family": family,
+        "summary": metrics.summarize(per_neuron, family),
+        "seconds_total": time.perf_counter() - t0,
+        "models": models,
+    }

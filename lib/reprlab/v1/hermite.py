@@ -171,9 +171,9 @@ def rotation_matrix(
     has shape ``(*angle.shape, n_b, n_b)`` and is differentiable in ``angle``.
     """
     n_max = _check_n_max(n_max)
+    if dtype is None and isinstance(angle, torch.Tensor) and torch.is_floating_point(angle):
+        dtype = angle.dtype
     a = torch.as_tensor(angle, dtype=dtype or torch.get_default_dtype(), device=device)
-    if not torch.is_floating_point(a):
-        a = a.to(torch.get_default_dtype())
     if not torch.isfinite(a).all():
         raise ValueError("rotation angles must be finite")
     ns, ms, kinds = hermite_orders(n_max)
