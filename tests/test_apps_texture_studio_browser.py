@@ -28,6 +28,16 @@ def test_start_in_browser_changes_the_synthesis(serve_app, browser_page, tmp_pat
     plot = page.locator(".bk-Canvas").nth(1)  # reference, synthesis, loss: in that order
     plot.wait_for(timeout=60_000)
     print(f"time to first render: {time.monotonic() - t0:.2f} s")
+    # a bad upload is reported in the page, not as a traceback
+    page.locator("input[type=file]").set_input_files(
+        files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not an image"}]
+    )
+    error = page.get_by_text(re.compile(r"Could not use upload"))
+    error.first.wait_for(timeout=20_000)
+    assert "notes.png" in error.first.inner_text()
+    assert page.get_by_text("Traceback").count() == 0
+    page.screenshot(path=str(tmp_path / "studio_bad_upload.png"))
+
     page.wait_for_timeout(500)
     before = plot.screenshot()
     page.screenshot(path=str(tmp_path / "studio_before.png"))
