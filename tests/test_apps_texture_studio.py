@@ -118,6 +118,23 @@ def test_invalid_settings_and_uploads_give_messages_not_tracebacks():
     assert studio.message.alert_type == "danger" and "empty" in studio.message.object
 
 
+def test_a_failing_synthesis_is_reported_and_the_controls_come_back(monkeypatch):
+    import reprlab.textures.synthesis as synthesis
+
+    def broken(*args, **kwargs):
+        raise ValueError("target Gram matrix is all zeros")
+
+    monkeypatch.setattr(synthesis, "synthesize", broken)
+    studio = _small_studio()
+    assert studio.start()
+    assert studio.join(timeout=60)
+    assert studio.message.alert_type == "danger"
+    assert "Synthesis failed" in studio.message.object and "all zeros" in studio.message.object
+    assert "failed" in studio.status.object
+    assert not studio.start_button.disabled and studio.stop_button.disabled
+    assert not studio.texture.disabled
+
+
 def test_valid_upload_becomes_the_reference():
     studio = _small_studio()
     studio.upload.filename = "noise.png"

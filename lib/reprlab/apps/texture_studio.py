@@ -119,7 +119,11 @@ class _LiveState:
 class TextureStudio:
     """Interactive texture synthesis (Panel component). Call :meth:`panel` to get the layout.
 
-    Parameters mirror the widgets; ``textures`` overrides the list of bundled texture names.
+    The parameters set the widgets' initial values: ``texture`` a bundled texture name
+    (default the first), ``sizes`` the filter sizes of the Random-Multiscale bank in use,
+    ``maps_per_scale`` random filters per size, ``nonlinearity`` 'relu' | 'sigmoid' | 'none',
+    ``image_size`` the side of the reference and the synthesis (pixels), ``seed`` both the
+    filters' and the starting noise's seed, ``iters`` the L-BFGS-B iteration limit.
     """
 
     def __init__(
@@ -293,14 +297,14 @@ class TextureStudio:
             iteration, n_evals = live.iteration, len(live.evals)
             loss = live.best[-1] if live.best else None
             started, seconds = live.started, live.seconds
-            finished, stopped, phase = live.finished, live.stopped, live.phase
+            finished, stopped, phase, error = live.finished, live.stopped, live.phase, live.error
         if not started:
             return "**Iteration** 0 · **evaluations** 0 · **best loss** – · **elapsed** 0.0 s · idle"
         elapsed = seconds if seconds is not None else time.monotonic() - started
         if not finished:
             state = "stopping…" if self._stop_event.is_set() else phase
         else:
-            state = "stopped" if stopped else "done"
+            state = "failed" if error else "stopped" if stopped else "done"
         loss_txt = f"{loss:.4g}" if loss is not None else "–"
         total = self._run_config.get("iters", self.iters.value)
         return (
