@@ -1,0 +1,114 @@
+"""Covariance functions for one-dimensional DGP layers (paper §2, the ``k_ℓ`` of eqs. (1)-(3)).
+
+Inputs are 1-D scalars laid out as ``(T, S, n)``: ``T`` independent replicas of the model
+(e.g. the 10 trials of Table 1, trained side by side), ``S`` Monte-Carlo samples (or 1 to
+broadcast) and ``n`` points. Each replica has its own hyperparameters, stored as logarithms
+with shape ``(T,)``. The periodic kernel uses the same form as GPyTorch's ``PeriodicKernel``
+so the two implementations can be compared parameter for parameter.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["Kernel", "Periodic", "SquaredExponential", "make_kernel"]
+
+
+def _positive(value: float, name: str) -> float:
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"kernel {name} must be a positive finite number, got {value!r}")
+    return value
+
+
+def _log_param(value: float, name: str, n_replicas: int) -> nn.Parameter:
+    return nn.Parameter(torch.full((int(n_replicas),), math.log(_positive(value, name)), dtype=torch.float64))
+
+
+def _per_replica(p: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Reshape a ``(T,)`` parameter to broadcast against a ``(T, ...)`` tensor of ``ndim`` dims."""
+    return p.view(p.shape[0], *([1] * (ndim - 1)))
+
+
+class Kernel(nn.Module):
+    """Base class: ``k(x1, x2)`` with x1 ``(T, S, n1)``, x2 ``(T, S|1, n2)`` -> ``(T, S, n1, n2)``."""
+
+    def __init__(self, variance: float = 1.0, n_replicas: int = 1) -> None:
+        super().__init__()
+        if int(n_replicas) < 1:
+            raise ValueError(f"n_replicas must be >= 1, got {n_replicas!r}")
+        self.log_variance = _log_param(variance, "variance", n_replicas)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        return self.log_variance.exp()
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def diag(self, x: torch.Tensor) -> torch.Tensor:
+        """``k(x_i, x_i)`` for each input, shape of ``x`` (both kernels are stationary)."""
+        return _per_replica(self.variance, x.dim()).expand_as(x)
+
+    @staticmethod
+    def _diff(x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        if x1.dim() < 2 or x2.dim() < 2:
+            raise ValueError(f"kernel inputs must be (T, ..., n), got shapes {tuple(x1.shape)} and {tuple(x2.shape)}")
+        return x1.unsqueeze(-1) - x2.unsqueeze(-2)
+
+
+class SquaredExponential(Kernel):
+    """``k(x, x') = σ² exp(-(x - x')² / (2ℓ²))``."""
+
+    def __init__(self, variance: float = 1.0, lengthscale: float = 1.0, n_replicas: int = 1) -> None:
+        super().__init__(variance, n_replicas)
+        self.log_lengthscale = _log_param(lengthscale, "lengthscale", n_replicas)
+
+    @property
+    def lengthscale(self) -> torch.Tensor:
+        return self.log_lengthscale.exp()
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        d = self._diff(x1, x2)
+        scale = _per_replica(-0.5 * torch.exp(-2.0 * self.log_lengthscale), d.dim())
+        return torch.exp(scale * d * d + _per_replica(self.log_variance, d.dim()))
+
+
+class Periodic(Kernel):
+    """``k(x, x') = σ² exp(-2 sin²(π |x - x'| / p) / ℓ²)`` (MacKay's periodic kernel)."""
+
+    def __init__(self, variance: float = 1.0, lengthscale: float = 1.0, period: float = math.pi,
+                 n_replicas: int = 1) -> None:
+        super().__init__(variance, n_replicas)
+        self.log_lengthscale = _log_param(lengthscale, "lengthscale", n_replicas)
+        self.log_period = _log_param(period, "period", n_replicas)
+
+    @property
+    def lengthscale(self) -> torch.Tensor:
+        return self.log_lengthscale.exp()
+
+    @property
+    def period(self) -> torch.Tensor:
+        return self.log_period.exp()
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        d = self._diff(x1, x2)
+        freq = _per_replica(math.pi * torch.exp(-self.log_period), d.dim())
+        s = torch.sin(freq * d)
+        scale = _per_replica(-2.0 * torch.exp(-2.0 * self.log_lengthscale), d.dim())
+        return torch.exp(scale * s * s + _per_replica(self.log_variance, d.dim()))
+
+
+def make_kernel(name: str | Kernel, n_replicas: int = 1, **params: float) -> Kernel:
+    """Build a kernel from a name: ``'se'`` (squared exponential) or ``'periodic'``."""
+    if isinstance(name, Kernel):
+        return name
+    key = str(name).lower()
+    if key in ("se", "rbf", "squared_exponential"):
+        return SquaredExponential(n_replicas=n_replicas, **params)
+    if key in ("periodic", "per"):
+        return Periodic(n_replicas=n_replicas, **params)
+    raise ValueError(f"kernel must be 'se' or 'periodic' (or a Kernel), got {name!r}")

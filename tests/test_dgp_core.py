@@ -1,0 +1,243 @@
+"""Chapter 5 building blocks: kernels, conditionals (eqs. 3, 7-8), KL, Cholesky, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from reprlab.dgp.conditionals import (
+    CholeskyError,
+    conditional,
+    gaussian_kl,
+    identity_mean,
+    stable_cholesky,
+    zero_mean,
+)
+from reprlab.dgp.data import heartbeat_signal, sign_compositions, sin_exp_data
+from reprlab.dgp.dsvi import DSVI, build_layers
+from reprlab.dgp.fit import DeepGPRegressor, fit_dgp, make_model, single_thread
+from reprlab.dgp.kernels import Periodic, SquaredExponential, make_kernel
+from reprlab.dgp.layers import check_data
+from reprlab.dgp.uncertain_inputs import min_second_derivative, predictive_variance_curve
+
+D = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is much faster on a busy CPU."""
+    with single_thread():
+        yield
+
+
+def _b(t: torch.Tensor) -> torch.Tensor:
+    """Add the (T=1, S=1) leading dims used throughout reprlab.dgp."""
+    return t.reshape(1, 1, *t.shape)
+
+
+def test_kernels_closed_form():
+    se = SquaredExponential(variance=2.0, lengthscale=0.5)
+    per = Periodic(variance=1.5, lengthscale=0.7, period=1.3)
+    x1 = torch.tensor([0.0, 0.3, -1.0], dtype=D)
+    x2 = torch.tensor([0.1, 2.0], dtype=D)
+    with torch.no_grad():
+        k_se = se(_b(x1), _b(x2))[0, 0]
+        k_per = per(_b(x1), _b(x2))[0, 0]
+    d = x1[:, None] - x2[None, :]
+    assert torch.allclose(k_se, 2.0 * torch.exp(-0.5 * d**2 / 0.25))
+    assert torch.allclose(k_per, 1.5 * torch.exp(-2 * torch.sin(math.pi * d / 1.3) ** 2 / 0.49))
+    # periodicity and diag
+    with torch.no_grad():
+        shifted = per(_b(x1 + 1.3), _b(x2))[0, 0]
+        assert torch.allclose(shifted, k_per)
+        assert torch.allclose(se.diag(_b(x1)), torch.full((1, 1, 3), 2.0, dtype=D))
+
+
+def test_kernel_bad_hyperparameters():
+    with pytest.raises(ValueError, match="lengthscale"):
+        SquaredExponential(lengthscale=-1.0)
+    with pytest.raises(ValueError, match="period"):
+        Periodic(period=0.0)
+    with pytest.raises(ValueError, match="kernel must be"):
+        make_kernel("matern")
+
+
+def _gp_posterior(kernel, xtrain, ftrain, xtest):
+    """Exact noiseless GP posterior by dense linear algebra (independent reference)."""
+    with torch.no_grad():
+        k = kernel(_b(xtrain), _b(xtrain))[0, 0] + 1e-10 * torch.eye(len(xtrain), dtype=D)
+        ks = kernel(_b(xtest), _b(xtrain))[0, 0]
+        kss = kernel(_b(xtest), _b(xtest))[0, 0]
+        sol = torch.linalg.solve(k, ks.T)
+        return ks @ torch.linalg.solve(k, ftrain), kss - ks @ sol
+
+
+def test_conditional_with_inducing_at_data_is_exact_gp():
+    """M = N, z = x, S = 0: eq. (3) is the exact (noiseless) GP posterior."""
+    kernel = SquaredExponential(variance=1.3, lengthscale=0.6)
+    x = torch.linspace(-1, 1, 8, dtype=D)
+    f = torch.sin(3 * x)
+    xt = torch.tensor([-0.95, -0.2, 0.33, 1.4], dtype=D)
+    with torch.no_grad():
+        mean, cov = conditional(kernel, zero_mean, _b(x), _b(xt), _b(f), None, full_cov=True, jitter=1e-12)
+        m_at, v_at = conditional(kernel, zero_mean, _b(x), _b(x), _b(f), None, jitter=1e-12)
+    ref_mean, ref_cov = _gp_posterior(kernel, x, f, xt)
+    assert torch.allclose(mean[0, 0], ref_mean, atol=1e-6)
+    assert torch.allclose(cov[0, 0], ref_cov, atol=1e-6)
+    assert torch.allclose(m_at[0, 0], f, atol=1e-6)
+    assert v_at.abs().max() < 1e-6
+
+
+def test_conditional_marginalised_matches_dense_formula():
+    """Eqs. (7)-(8) with a mean function: μ + αᵀ(m − μ(z)), k − αᵀ(K_zz − S)α."""
+    g = torch.Generator().manual_seed(0)
+    kernel = Periodic(variance=0.8, lengthscale=1.1, period=3.0)
+    z = torch.linspace(-1, 1, 5, dtype=D)
+    x = torch.randn(7, generator=g, dtype=D)
+    m = torch.randn(5, generator=g, dtype=D)
+    lq = torch.tril(torch.randn(5, 5, generator=g, dtype=D)) * 0.3
+    with torch.no_grad():
+        mean, cov = conditional(kernel, identity_mean, _b(z), _b(x), _b(m), _b(lq), full_cov=True, jitter=1e-12)
+        _, var = conditional(kernel, identity_mean, _b(z), _b(x), _b(m), _b(lq), jitter=1e-12)
+        kzz = kernel(_b(z), _b(z))[0, 0]
+        kzx = kernel(_b(z), _b(x))[0, 0]
+        kxx = kernel(_b(x), _b(x))[0, 0]
+    alpha = torch.linalg.solve(kzz, kzx)
+    ref_mean = x + alpha.T @ (m - z)
+    ref_cov = kxx - alpha.T @ (kzz - lq @ lq.T) @ alpha
+    assert torch.allclose(mean[0, 0], ref_mean, atol=1e-8)
+    assert torch.allclose(cov[0, 0], ref_cov, atol=1e-8)
+    assert torch.allclose(var[0, 0], ref_cov.diagonal(), atol=1e-8)
+
+
+def test_gaussian_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(1)
+    mq, mp = torch.randn(2, 4, 6, generator=g, dtype=D)
+    lq, lp = (
+        torch.tril(torch.randn(4, 6, 6, generator=g, dtype=D), -1)
+        + torch.diag_embed(torch.rand(4, 6, generator=g, dtype=D) + 0.5)
+        for _ in range(2)
+    )
+    ours = gaussian_kl(mq, lq, mp, lp)
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.MultivariateNormal(mq, scale_tril=lq),
+        torch.distributions.MultivariateNormal(mp, scale_tril=lp),
+    )
+    assert torch.allclose(ours, ref, atol=1e-10)
+    # a negative diagonal in the free Cholesky parametrisation gives the same S, the same KL
+    flip = lq.clone()
+    flip[..., 0, 0] *= -1
+    flip[..., 1:, 0] *= -1
+    assert torch.allclose(gaussian_kl(mq, flip, mp, lp), ours, atol=1e-10)
+
+
+def test_dsvi_one_layer_optimal_q_gives_exact_marginal_likelihood():
+    """One layer, z = x, Titsias' optimal q(u): the ELBO equals log N(y | 0, K + σ²I)."""
+    x, y = sin_exp_data(n=12, noise_std=0.1, seed=3)
+    noise = 0.1
+    model = DSVI(build_layers(("se",), n_inducing=12, z_range=(-1, 1)), noise_std=noise, jitter=1e-10)
+    with torch.no_grad():
+        model.layers[0].z.copy_(x[None])
+        kernel = model.layers[0].kernel
+        kernel.log_lengthscale.fill_(math.log(0.3))
+        k = kernel(_b(x), _b(x))[0, 0]
+        ky = k + noise**2 * torch.eye(12, dtype=D)
+        m = k @ torch.linalg.solve(ky, y)  # optimal q(u) = exact posterior of f(x) when z = x
+        s = k - k @ torch.linalg.solve(ky, k)
+        model.q_mean[0].copy_(m[None])
+        model.q_scale[0].copy_(torch.linalg.cholesky(s + 1e-12 * torch.eye(12, dtype=D))[None])
+        exact = torch.distributions.MultivariateNormal(torch.zeros(12, dtype=D), k + noise**2 * torch.eye(12, dtype=D)).log_prob(y)
+        ev = model.evaluate_elbo(x, y, n_samples=4000, batch=1000, generator=torch.Generator().manual_seed(0))
+    mc_err = float(ev["elbo_sem"][0]) * 4 + 0.05
+    assert abs(float(ev["elbo"][0]) - float(exact)) < mc_err
+    # and it is a bound: a perturbed q is worse
+    with torch.no_grad():
+        model.q_mean[0].add_(0.05)
+        worse = model.evaluate_elbo(x, y, n_samples=4000, batch=1000, generator=torch.Generator().manual_seed(0))
+    assert float(worse["elbo"][0]) < float(exact) - 0.1
+
+
+def test_stable_cholesky_jitter_retry_and_error_names_the_layer():
+    v = torch.tensor([[1.0], [2.0], [3.0]], dtype=D)
+    singular = v @ v.T  # rank one: plain Cholesky fails
+    _, info = torch.linalg.cholesky_ex(singular)
+    assert int(info) > 0
+    chol = stable_cholesky(singular, jitter=1e-8)
+    assert torch.allclose(chol @ chol.T, singular, atol=1e-4)
+    indefinite = torch.diag(torch.tensor([1.0, -1.0], dtype=D))
+    with pytest.raises(CholeskyError, match="layer 2"):
+        stable_cholesky(indefinite, where="layer 2 (Periodic)")
+    with pytest.raises(CholeskyError, match="non-finite"):
+        stable_cholesky(torch.full((2, 2), float("nan"), dtype=D), where="layer 1")
+
+
+def test_failing_layer_is_named_in_the_model_error():
+    model = make_model("dsvi")
+    x, y = sin_exp_data(n=20)
+    with torch.no_grad():
+        model.layers[1].kernel.log_variance.fill_(float("nan"))
+    with pytest.raises(CholeskyError, match="layer 2"):
+        model.elbo(x, y, 2)
+
+
+def test_bad_inputs_raise_clear_errors():
+    x, y = sin_exp_data(n=20)
+    with pytest.raises(ValueError, match="non-finite"):
+        check_data(torch.tensor([0.0, float("nan")]), torch.tensor([1.0, 2.0]))
+    with pytest.raises(ValueError, match="same length"):
+        check_data(x, y[:-1])
+    with pytest.raises(ValueError, match="too few data points"):
+        check_data(x[:5], y[:5], n_inducing=10)
+    with pytest.raises(ValueError, match="1-D"):
+        check_data(torch.zeros(3, 2), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="scheme must be"):
+        make_model("mcmc")
+    with pytest.raises(ValueError, match="too few"):
+        DeepGPRegressor(n_inducing=10).fit(x[:4], y[:4])
+    with pytest.raises(ValueError, match="not fitted"):
+        DeepGPRegressor().predict(x)
+    with pytest.raises(ValueError, match="one step count per learning rate"):
+        fit_dgp(make_model("dsvi"), x, y, steps=(1, 2), lrs=(1e-3,))
+    with pytest.raises(ValueError, match="noise_std"):
+        make_model("dsvi", noise_std=0.0)
+
+
+def test_replicas_do_not_interact():
+    x, y = sin_exp_data(n=20)
+    for scheme in ("dsvi", "joint", "joint-chain", "ipail"):
+        model = make_model(scheme, n_replicas=2)
+        elbo, _ = model.elbo(x, y, 3, torch.Generator().manual_seed(0))
+        elbo[0].backward()
+        for name, p in model.named_parameters():
+            assert p.grad is None or torch.all(p.grad[1] == 0), (scheme, name)
+
+
+def test_fig3_second_derivative_closed_form_and_limit():
+    curve = predictive_variance_curve(6, lengthscale=0.8, variance=1.2, centre=0.3, n_grid=1201)
+    x = torch.tensor(curve["x"])
+    h = float(x[1] - x[0])
+    var = torch.tensor(curve["var"])
+    fd2 = (var[2:] - 2 * var[1:-1] + var[:-2]) / h**2
+    assert torch.allclose(fd2, torch.tensor(curve["d2var"][1:-1]), atol=1e-4)
+    fd1 = (var[2:] - var[:-2]) / (2 * h)
+    assert torch.allclose(fd1, torch.tensor(curve["dvar"][1:-1]), atol=1e-4)
+    res = min_second_derivative((2, 5, 10, 20))
+    mins = res["min_d2var"]
+    assert (mins < 0).all()
+    assert abs(mins[-1]) < 1e-4 < abs(mins[0])  # tends to zero as M grows (Fig. 3B)
+    assert all(abs(b) < abs(a) for a, b in zip(mins[1:], mins[2:]))
+
+
+def test_data_generators():
+    assert len(sign_compositions(3)) == 4
+    assert all(math.prod(s) == 1 for s in sign_compositions(3))
+    hb = heartbeat_signal(n=80, seed=2)
+    assert hb["x"].shape == hb["y"].shape == (80,)
+    assert torch.all(torch.diff(hb["warp"]) > 0)  # the true warp is monotonic
+    x, y = sin_exp_data(n=50, noise_std=0.0)
+    assert torch.allclose(y, torch.sin(7 * torch.exp(x)))
+    with pytest.raises(ValueError):
+        sin_exp_data(n=1)
+    with pytest.raises(ValueError):
+        heartbeat_signal(warp_strength=1.5)
