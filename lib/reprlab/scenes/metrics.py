@@ -1,0 +1,160 @@
+"""Scores of a decomposition against ground truth: ARI, segmentation covering, specialisation.
+
+* Foreground adjusted Rand index (ARI-FG, Greff et al. 2019): ARI between the predicted
+  and true segmentations restricted to pixels that belong to an object.
+* Segmentation covering (Arbeláez et al. 2011, as used by GENESIS): for every true object
+  segment the best IoU with any predicted segment; mSC averages these per image, SC
+  weights them by segment size.
+* Expert specialisation: every visible ground-truth object (and the background) is
+  assigned to the inference step whose region overlaps it best; the expert that won that
+  step "explains" it. The class × expert table counts these; per class we report the
+  fraction won by its most frequent expert.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from reprlab.scenes.sprites import CLASSES, SceneBatch
+
+ROW_NAMES: tuple[str, ...] = (*CLASSES, "background")
+
+
+def _check_labels(true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    true = np.asarray(true)
+    pred = np.asarray(pred)
+    if true.shape != pred.shape or true.ndim not in (2, 3):
+        raise ValueError(f"label maps must share a (H, W) or (N, H, W) shape, got {true.shape} and {pred.shape}")
+    if true.ndim == 2:
+        true, pred = true[None], pred[None]
+    return true, pred
+
+
+def foreground_ari(true: np.ndarray, pred: np.ndarray, background: int = 0) -> np.ndarray:
+    """Per-image ARI on the pixels where ``true != background`` (NaN if there are none)."""
+    true, pred = _check_labels(true, pred)
+    out = np.full(len(true), np.nan)
+    for i, (t, p) in enumerate(zip(true, pred)):
+        fg = t != background
+        if fg.sum() > 0:
+            out[i] = adjusted_rand_score(t[fg], p[fg])
+    return out
+
+
+def segmentation_covering(true: np.ndarray, pred: np.ndarray, background: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image (mSC, SC): mean and size-weighted best IoU of each true segment.
+
+    Segments labelled ``background`` in ``true`` are skipped (``None`` keeps them).
+    Returns NaN for images without scored segments.
+    """
+    true, pred = _check_labels(true, pred)
+    msc = np.full(len(true), np.nan)
+    sc = np.full(len(true), np.nan)
+    for i, (t, p) in enumerate(zip(true, pred)):
+        labels = [v for v in np.unique(t) if background is None or v != background]
+        if not labels:
+            continue
+        best, sizes = [], []
+        pred_ids = np.unique(p)
+        for v in labels:
+            g = t == v
+            ious = [(g & (p == q)).sum() / (g | (p == q)).sum() for q in pred_ids]
+            best.append(max(ious))
+            sizes.append(g.sum())
+        best_a, sizes_a = np.array(best), np.array(sizes, float)
+        msc[i] = best_a.mean()
+        sc[i] = (best_a * sizes_a).sum() / sizes_a.sum()
+    return msc, sc
+
+
+def assign_objects(
+    scenes: SceneBatch, segmentation: np.ndarray, winners: np.ndarray, min_pixels: int = 4
+) -> list[tuple[int, int, int]]:
+    """(image, row, expert) for every visible object and background: row = class index or 3.
+
+    An object (or the background) is credited to the inference step whose predicted segment
+    has the largest IoU with its visible region; the expert that won that step explains it.
+    """
+    seg = np.asarray(segmentation)
+    win = np.asarray(winners)
+    if seg.shape != scenes.labels.shape:
+        raise ValueError(f"segmentation must have shape {scenes.labels.shape}, got {seg.shape}")
+    out = []
+    for i in range(len(scenes)):
+        steps = np.arange(win.shape[1])
+        for slot in range(-1, int(scenes.n_objects[i])):
+            region = scenes.labels[i] == slot + 1
+            if region.sum() < min_pixels:
+                continue
+            ious = [(region & (seg[i] == s)).sum() / max(1, (region | (seg[i] == s)).sum()) for s in steps]
+            step = int(np.argmax(ious))
+            row = len(CLASSES) if slot < 0 else int(scenes.classes[i, slot])
+            out.append((i, row, int(win[i, step])))
+    return out
+
+
+def specialisation(assignments: list[tuple[int, int, int]], n_experts: int) -> dict[str, Any]:
+    """Class × expert table and the share of each class won by its most frequent expert."""
+    table = np.zeros((len(ROW_NAMES), n_experts), np.int64)
+    for _, row, k in assignments:
+        table[row, k] += 1
+    totals = table.sum(1)
+    top = table.argmax(1)
+    frac = np.where(totals > 0, table.max(1) / np.maximum(totals, 1), np.nan)
+    present = totals > 0
+    dedicated = bool(len(set(top[present].tolist())) == int(present.sum()))
+    return dict(
+        table=table,
+        rows=list(ROW_NAMES),
+        fraction=dict(zip(ROW_NAMES, frac.tolist())),
+        top_expert=dict(zip(ROW_NAMES, [int(t) if p else None for t, p in zip(top, present)])),
+        dedicated=dedicated,
+        min_fraction=float(np.nanmin(frac)) if present.any() else float("nan"),
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    scenes: SceneBatch,
+    n_steps: int | None = None,
+    batch_size: int = 50,
+    device: torch.device | str | None = None,
+) -> dict[str, Any]:
+    """Deterministic decomposition of ``scenes`` and all metrics of this module."""
+    if len(scenes) == 0:
+        raise ValueError("evaluate needs at least one scene")
+    if scenes.image_size != model.config.image_size:
+        raise ValueError(f"scenes are {scenes.image_size}px but the model expects {model.config.image_size}px")
+    dev = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    segs, wins, mses, losses = [], [], [], []
+    try:
+        for start in range(0, len(scenes), batch_size):
+            x = torch.from_numpy(scenes.images[start:start + batch_size]).to(dev)
+            d = model.decompose(x, n_steps=n_steps, stochastic=False)
+            segs.append(d.segmentation().cpu().numpy())
+            wins.append(d.winners.cpu().numpy())
+            mses.append((d.reconstruction - x).pow(2).mean((1, 2, 3)).cpu().numpy())
+            losses.append(d.loss.cpu().numpy())
+    finally:
+        model.train(was_training)
+    seg = np.concatenate(segs)
+    win = np.concatenate(wins)
+    ari = foreground_ari(scenes.labels, seg)
+    msc, sc = segmentation_covering(scenes.labels, seg)
+    spec = specialisation(assign_objects(scenes, seg, win), model.config.n_experts)
+    return dict(
+        n_images=len(scenes),
+        ari_fg=float(np.nanmean(ari)) if np.isfinite(ari).any() else float("nan"),
+        msc=float(np.nanmean(msc)) if np.isfinite(msc).any() else float("nan"),
+        sc=float(np.nanmean(sc)) if np.isfinite(sc).any() else float("nan"),
+        mse=float(np.concatenate(mses).mean()),
+        loss=float(np.concatenate(losses).mean()),
+        specialisation=spec,
+    )

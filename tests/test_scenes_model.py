@@ -1,0 +1,154 @@
+"""ECON model: batched experts, ELBO pieces (eqs. 10–13), competition, scopes (eq. 14)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from reprlab.scenes.econ import ECON, ECONConfig, bernoulli_kl, gaussian_kl, log1mexp
+from reprlab.scenes.expert import GConv, GInstanceNorm, GLinear
+from reprlab.scenes.sprites import make_scenes
+from torch.distributions import Bernoulli, Normal, kl_divergence
+
+SMALL = dict(image_size=16, n_experts=3, n_steps=3, latent_dim=3, vae_layers=2, vae_channels=6,
+             attention_channels=(4, 8), attention_mlp=16)
+
+
+@pytest.fixture(scope="module")
+def model() -> ECON:
+    torch.manual_seed(0)
+    return ECON(ECONConfig(**SMALL))
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.from_numpy(make_scenes(4, 16, "unique", random_state=1).images)
+
+
+def test_gaussian_kl_matches_closed_form():
+    torch.manual_seed(1)
+    mu, logvar = torch.randn(5, 4), torch.randn(5, 4)
+    ref = kl_divergence(Normal(mu, (0.5 * logvar).exp()), Normal(0.0, 1.0)).sum(-1)
+    torch.testing.assert_close(gaussian_kl(mu, logvar), ref)
+
+
+def test_bernoulli_kl_matches_closed_form_and_scope_cancels():
+    torch.manual_seed(2)
+    q = torch.rand(200) * 0.98 + 0.01
+    p = torch.rand(200) * 0.98 + 0.01
+    ref = kl_divergence(Bernoulli(probs=q), Bernoulli(probs=p))
+    torch.testing.assert_close(bernoulli_kl(q.log(), p.log()), ref, rtol=1e-4, atol=1e-5)
+    # eq. (7): with r = s·α and p = s·m̃, zero scope gives zero KL (no penalty outside s)
+    zero = torch.full((3,), -80.0)
+    assert bernoulli_kl(zero + q[:3].log(), zero + p[:3].log()).abs().max() < 1e-6
+    torch.testing.assert_close(log1mexp(torch.log(q)), torch.log1p(-q), rtol=1e-5, atol=1e-6)
+
+
+def test_grouped_layers_equal_per_expert_reference():
+    torch.manual_seed(3)
+    k, b = 3, 4
+    conv, norm, lin = GConv(k, 2, 5, 3), GInstanceNorm(k, 5), GLinear(k, 6, 7)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.uniform_(-1, 1)
+    h = torch.randn(b, k, 2, 8, 8)
+    out = norm(conv(h))
+    idx = torch.tensor([2, 0, 1, 2])
+    sel = norm(conv(h[torch.arange(b), idx].unsqueeze(1), idx), idx)
+    for e in range(k):
+        ref = torch.nn.functional.conv2d(h[:, e], conv.weight[e], conv.bias[e], padding=1)
+        ref = torch.nn.functional.instance_norm(ref, weight=norm.weight[e], bias=norm.bias[e])
+        torch.testing.assert_close(out[:, e], ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(sel[:, 0], out[torch.arange(b), idx], rtol=1e-4, atol=1e-5)
+    v = torch.randn(b, k, 6)
+    torch.testing.assert_close(lin(v)[:, 1], v[:, 1] @ lin.weight[1] + lin.bias[1])
+    torch.testing.assert_close(lin(v[torch.arange(b), idx].unsqueeze(1), idx)[:, 0], lin(v)[torch.arange(b), idx])
+
+
+def test_regions_sum_to_one_and_scope_update_eq14(model, images):
+    with torch.no_grad():
+        d = model.decompose(images, stochastic=True, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(d.regions.sum(1), torch.ones_like(d.regions[:, 0]), rtol=1e-5, atol=1e-5)
+    assert (d.scopes[:, 0] == 1).all()  # s_T = 1
+    for t in range(d.scopes.shape[1] - 1):  # s_{t-1} = s_t ⊙ (1 − α) = s_t − r̃_t
+        torch.testing.assert_close(d.scopes[:, t + 1], d.scopes[:, t] - d.regions[:, t], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(d.regions[:, -1], d.scopes[:, -1])  # last step takes the rest
+    assert ((d.regions >= 0) & (d.regions <= d.scopes + 1e-6)).all()
+
+
+def test_objective_matches_winner_terms_and_competition_probs(model, images):
+    cfg = model.config
+    with torch.no_grad():
+        d = model.decompose(images, stochastic=False)
+    # deterministic competition picks the arg-min of λ L_x + L_r
+    assert (d.winners == d.objective.argmin(2)).all()
+    chosen = d.objective.gather(2, d.winners.unsqueeze(-1))[..., 0]
+    torch.testing.assert_close(chosen, cfg.lam * d.loss_x + d.loss_r, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(d.probs, torch.softmax(-d.objective / cfg.temperature, 2))
+    torch.testing.assert_close(d.loss, (d.loss_x + cfg.beta * d.loss_z + cfg.gamma * d.loss_r).sum(1))
+    # the loss with gradients (winners recomputed alone) equals the competition's values
+    g = model.decompose(images, stochastic=False)
+    torch.testing.assert_close(g.loss.detach(), d.loss, rtol=1e-4, atol=1e-2)
+
+
+def test_stochastic_winner_follows_probabilities(images):
+    torch.manual_seed(5)
+    m = ECON(ECONConfig(**SMALL))
+    x = images[:1].expand(400, -1, -1, -1).contiguous()
+    with torch.no_grad():
+        d = m.decompose(x, n_steps=1, stochastic=True, generator=torch.Generator().manual_seed(1), temperature=200.0)
+    freq = torch.bincount(d.winners[:, 0], minlength=3).float() / 400
+    assert (freq - d.probs[:, 0].mean(0)).abs().max() < 0.08
+
+
+def test_only_winners_receive_gradients(images):
+    torch.manual_seed(4)
+    m = ECON(ECONConfig(**{**SMALL, "n_experts": 4}))
+    d = m.decompose(images[:1], n_steps=2, stochastic=True, generator=torch.Generator().manual_seed(3))
+    d.loss.sum().backward()
+    winners = set(d.winners[0].tolist())
+    for name, p in m.named_parameters():
+        per_expert = p.grad.reshape(4, -1).abs().sum(1)
+        for e in range(4):
+            if e not in winners:
+                assert per_expert[e] == 0, f"{name}: loser {e} got a gradient"
+    # the first step's winner is trained through its attention net; decoders of winners get gradients
+    w0 = int(d.winners[0, 0])
+    assert m.experts.attention.head.weight.grad[w0].abs().sum() > 0
+    assert m.experts.decoder.head.weight.grad[w0].abs().sum() > 0
+
+
+def test_generation_layers_back_to_front(model):
+    out = model.generate([0, 1, 2, 1], n=3, generator=torch.Generator().manual_seed(0))
+    assert out["image"].shape == (3, 3, 16, 16) and out["layers"].shape == (3, 4, 3, 16, 16)
+    assert (out["shapes"][:, 0] == 1).all()
+    # the front layer is on top wherever its shape is (nearly) one
+    top = out["shapes"][:, -1] > 0.999
+    if top.any():
+        diff = (out["image"] - out["layers"][:, -1]).abs().amax(1)
+        assert diff[top].max() < 1e-2
+
+
+def test_single_expert_variant_runs():
+    m = ECON(ECONConfig(**{**SMALL, "n_experts": 1}))
+    x = torch.from_numpy(make_scenes(2, 16, random_state=0).images)
+    d = m.decompose(x)
+    assert (d.winners == 0).all() and torch.isfinite(d.loss).all()
+
+
+def test_bad_inputs(model):
+    with pytest.raises(ValueError, match="shape"):
+        model.decompose(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        model.decompose(torch.full((1, 3, 16, 16), 2.0))
+    with pytest.raises(ValueError, match="NaN"):
+        model.decompose(torch.full((1, 3, 16, 16), float("nan")))
+    with pytest.raises(ValueError, match="n_steps"):
+        model.decompose(torch.zeros(1, 3, 16, 16), n_steps=0)
+    with pytest.raises(ValueError, match="expert indices"):
+        model.generate([0, 7])
+    with pytest.raises(ValueError, match="positive int"):
+        ECONConfig(n_experts=0)
+    with pytest.raises(ValueError, match="divisible"):
+        ECON(ECONConfig(**{**SMALL, "image_size": 18}))
+    with pytest.raises(ValueError, match="unknown ECONConfig"):
+        ECONConfig.from_dict({"colour": 1})

@@ -1,0 +1,135 @@
+"""ECON training at smoke scale: loss decreases, checkpoints round-trip and resume exactly, CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from reprlab.scenes.econ import ECON
+from reprlab.scenes.generate import check_generation, evaluate_all, experts_for
+from reprlab.scenes.metrics import evaluate
+from reprlab.scenes.train import load_model, make_configs, save_model, train, validation_scenes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    model_cfg, train_cfg = make_configs("smoke", "unique", max_steps=60, eval_every=20, threads=1)
+    ckpt = tmp_path_factory.mktemp("econ") / "ckpt.pt"
+    model, report = train(model_cfg, train_cfg, checkpoint=ckpt, progress=False)
+    return model_cfg, train_cfg, ckpt, model, report
+
+
+def test_smoke_training_decreases_validation_loss(trained):
+    model_cfg, train_cfg, _, model, report = trained
+    torch.manual_seed(train_cfg.seed)
+    fresh = ECON(model_cfg)
+    val = validation_scenes(train_cfg, model_cfg.image_size)
+    before = evaluate(fresh, val)["loss"]
+    after = evaluate(model, val)["loss"]
+    assert report["steps"] == 60 and report["stop_reason"] == "max_steps"
+    assert after < 0.8 * before, (before, after)
+    assert len(report["history"]) == 3
+
+
+def test_resume_is_exact(tmp_path):
+    model_cfg, cfg_full = make_configs("smoke", "random", max_steps=6, eval_every=3, threads=1)
+    full, _ = train(model_cfg, cfg_full, checkpoint=tmp_path / "a.pt", progress=False)
+    _, cfg_part = make_configs("smoke", "random", max_steps=3, eval_every=3, threads=1)
+    train(model_cfg, cfg_part, checkpoint=tmp_path / "b.pt", progress=False)
+    resumed, rep = train(model_cfg, cfg_full, checkpoint=tmp_path / "b.pt", progress=False)
+    assert rep["steps"] == 6
+    a = torch.load(tmp_path / "a.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b.pt", weights_only=True)["model"]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="trained with"):
+        _, other = make_configs("smoke", "random", max_steps=6, eval_every=3, lr=1e-3)
+        train(model_cfg, other, checkpoint=tmp_path / "b.pt", progress=False)
+
+
+def test_model_file_round_trip(trained, tmp_path):
+    model_cfg, train_cfg, _, model, _ = trained
+    path = save_model(tmp_path / "m.pt", model, train_cfg, roles={"background": 0}, metrics={"x": 1.0})
+    loaded, meta = load_model(path)
+    x = torch.from_numpy(validation_scenes(train_cfg, model_cfg.image_size).images[:4])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.decompose(x).loss, model.decompose(x).loss)
+    assert meta["roles"] == {"background": 0} and meta["config"] == model_cfg.to_dict()
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError):
+        load_model(tmp_path / "junk.pt")
+
+
+def test_generation_check_scores_ground_truth_layers():
+    from reprlab.scenes.sprites import make_scenes
+
+    sc = make_scenes(10, 32, "unique", random_state=5)
+    app, shp = sc.layers()
+    order = [int(c) for c in sc.classes[0]]
+    keep = [i for i in range(10) if list(sc.classes[i]) == order]
+    out = dict(image=torch.from_numpy(sc.images[keep]), layers=torch.from_numpy(app[keep]),
+               shapes=torch.from_numpy(shp[keep]))
+    names = [["circle", "square", "triangle"][c] for c in order]
+    rep = check_generation(out, names, "unique")
+    assert rep["shape_accuracy"] == 1.0 and rep["colour_accuracy"] == 1.0 and rep["all_correct"] == 1.0
+    wrong = check_generation(out, names[::-1], "unique")
+    assert wrong["all_correct"] < 1.0
+    with pytest.raises(ValueError, match="roles"):
+        experts_for(["circle"], {})
+    with pytest.raises(ValueError, match="unknown object"):
+        experts_for(["hexagon"], {"background": 0, "circle": 1})
+
+
+def test_evaluate_all_reports_id_and_ood(trained):
+    model_cfg, _, _, model, _ = trained
+    res = evaluate_all(model, "unique", n=6, generation_samples=4)
+    for name in ("id", "ood_4to5", "ood_0to5"):
+        assert 0 <= res[name]["mse"] < 1 and np.asarray(res[name]["specialisation"]["table"]).shape == (4, 3 + 1)
+    assert res["ood_4to5"]["n_steps"] == 6
+
+
+def _cli(capsys, *args: str) -> tuple[int, str]:
+    from reprlab.cli import main
+
+    capsys.readouterr()
+    code = main(["scenes", *args])
+    return code, capsys.readouterr().out
+
+
+def test_cli_export_evaluate_sample_and_errors(trained, tmp_path, capsys):
+    _, _, ckpt, _, _ = trained
+    out = tmp_path / "model.pt"
+    code, text = _cli(capsys, "export", "--checkpoint", str(ckpt), "--out", str(out), "--n-test", "6", "--json")
+    assert code == 0, text
+    rep = json.loads(text)
+    assert rep["bytes"] > 0 and set(rep["metrics"]) >= {"id", "ood_4to5"}
+    code, text = _cli(capsys, "evaluate", "--checkpoint", str(out), "--n", "5", "--json")
+    assert code == 0, text
+    assert "ari_fg" in json.loads(text)["id"]
+    code, text = _cli(capsys, "sample", "--checkpoint", str(out), "--objects", "0,1,2", "--experts", "--n", "2",
+                      "--out", str(tmp_path / "s.png"), "--json")
+    assert code == 0, text
+    assert (tmp_path / "s.png").stat().st_size > 0
+    code, text = _cli(capsys, "evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--json")
+    assert code == 2 and "FileNotFoundError" in text
+    code, text = _cli(capsys, "sample", "--checkpoint", str(out), "--objects", "hexagon", "--json")
+    assert code == 2
+    code, text = _cli(capsys, "train", "--set", "bogus=1", "--json")
+    assert code == 2 and "unknown setting" in text
+
+
+def test_cli_help_lists_verbs():
+    res = subprocess.run([sys.executable, "-m", "reprlab", "scenes", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0
+    for verb in ("train", "export", "evaluate", "sample", "search"):
+        assert verb in res.stdout
