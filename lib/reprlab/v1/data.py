@@ -150,7 +150,7 @@ class V1Dataset:
                 f"trial_image: expected indices in [0, {self.n_images}), found range "
                 f"[{self.trial_image.min()}, {self.trial_image.max()}]"
             )
-        bad = sorted(set(np.unique(self.tiers)) - set(TIERS))
+        bad = sorted({str(t) for t in np.unique(self.tiers)} - set(TIERS))
         if bad:
             raise ValueError(f"tiers: expected values in {TIERS}, found {bad}")
         for tier in ("train", "test"):
@@ -451,7 +451,7 @@ def read_sensorium(
             else:
                 mapped[sel] = dst
         tiers = mapped
-    unknown = sorted(set(np.unique(tiers[keep])) - set(TIERS))
+    unknown = sorted({str(t) for t in np.unique(tiers[keep])} - set(TIERS))
     if unknown:
         raise ValueError(f"{tiers_path}: unknown tier names {unknown}; expected {TIERS} "
                          f"(use tier_map to rename or drop them)")
