@@ -153,3 +153,11 @@ def test_dead_leaves_have_power_law_spectrum():
     m = (f > 0.03) & (f < 0.3)
     slope = np.polyfit(np.log(f[m]), np.log(power[m]), 1)[0]
     assert -3.2 < slope < -1.5  # natural images: about -2
+
+
+def test_hermite_basis_is_reexported_with_the_same_convention():
+    from reprlab.v1 import hermite
+
+    assert S.HermiteBasis is hermite.HermiteBasis and S.rotation_matrix is hermite.rotation_matrix
+    with pytest.raises(AttributeError):
+        S.no_such_stimulus  # noqa: B018

@@ -22,6 +22,10 @@ Conventions (relied on by the population, the in silico experiments and readout 
 * **Size** ``σ`` is eq. (1)'s σ: the Gaussian envelope has standard deviation ``σ / 2`` pixels.
   **Spatial frequency** ``ν`` is in cycles per pixel.
 
+The 2-D Hermite steerable basis (exact rotation of coefficients) lives in
+:mod:`reprlab.v1.hermite` and is re-exported here (``stimuli.HermiteBasis`` etc.); it uses the
+same coordinate and angle conventions.
+
 All generators are vectorised: every parameter may be a scalar, a sequence, a numpy array or a
 torch tensor; they are broadcast to a common batch shape ``S`` and one call returns ``(*S, H, W)``.
 """
@@ -420,3 +424,17 @@ def natural_images(
     target = rng.uniform(lo, hi, size=(n, 1, 1))
     imgs = imgs * (target / np.maximum(std, 1e-6))
     return np.clip(imgs, -0.5, 0.5).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- Hermite basis
+_HERMITE_NAMES = ("HermiteBasis", "hermite_basis", "hermite_functions", "hermite_orders", "n_basis",
+                  "rotate_coefficients", "rotation_matrix")
+
+
+def __getattr__(name: str):
+    """Re-export the steerable Hermite basis of :mod:`reprlab.v1.hermite` (imported lazily)."""
+    if name in _HERMITE_NAMES:
+        from reprlab.v1 import hermite
+
+        return getattr(hermite, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
