@@ -54,7 +54,7 @@ MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "smoke": dict(batch_size=8, max_steps=40, eval_every=10, n_val=24, temperature_start=None, anneal_steps=0),
+    "smoke": dict(batch_size=8, max_steps=40, eval_every=10, n_val=24, temperature_start=None, anneal_steps=0, threads=1),
     "default": dict(batch_size=16, max_steps=3000, eval_every=100, n_val=100, anneal_steps=300),
     "paper": dict(batch_size=32, max_steps=None, eval_every=100, n_val=100, temperature_start=None, anneal_steps=0),
 }
@@ -324,3 +324,39 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
 def roles_from_eval(ev: dict) -> dict[str, int | None]:
     """Class -> expert mapping (and 'background') from an evaluation's specialisation."""
     return _roles(ev["specialisation"])
+
+
+DATA_DIR = Path(__file__).resolve().parents[3] / "data" / "scenes"
+
+
+def pretrained_path(colour_mode: str = "unique") -> Path:
+    """Where the shipped model for ``colour_mode`` lives (``data/scenes/econ_<mode>.pt``)."""
+    if colour_mode not in COLOUR_MODES:
+        raise ValueError(f"colour_mode must be one of {COLOUR_MODES}, got {colour_mode!r}")
+    return DATA_DIR / f"econ_{colour_mode}.pt"
+
+
+def load_pretrained(
+    colour_mode: str = "unique", path: str | os.PathLike | None = None, fallback: bool = True,
+    fallback_steps: int = 60, device: str | torch.device | None = None,
+) -> tuple[ECON, dict, str]:
+    """The shipped ECON model, or (``fallback``) a tiny smoke-scale model trained right now.
+
+    Returns (model, metadata, note); the note says which one you got.
+    """
+    p = Path(path) if path is not None else pretrained_path(colour_mode)
+    if p.is_file():
+        model, meta = load_model(p, device=device)
+        prov = meta.get("provenance") or {}
+        return model, meta, f"loaded {p} ({prov.get('steps_trained', '?')} training steps, {prov.get('date', '?')})"
+    if not fallback:
+        raise FileNotFoundError(f"no shipped ECON model at {p}")
+    from reprlab.scenes.generate import evaluate_all
+
+    model_cfg, cfg = make_configs("smoke", colour_mode, max_steps=fallback_steps)
+    model, report = train(model_cfg, cfg, checkpoint=None, device=device, progress=False)
+    ev = evaluate_all(model, colour_mode, n=20, generation_samples=4)
+    meta = dict(config=model_cfg.to_dict(), train_config=cfg.to_dict(), roles=ev.pop("roles"), metrics=ev,
+                provenance=dict(steps_trained=report["steps"], note="smoke fallback"))
+    return model, meta, (f"NOTE: {p} is missing — using a tiny smoke-scale model trained just now for "
+                         f"{report['steps']} steps; its decompositions are not representative.")
