@@ -1,0 +1,774 @@
+"""Clustering, embedding and confusion matrices of aligned readouts (thesis ch. 6; ICLR 2020
+paper Sec. 4-5, Figs. 5-7, appendix A).
+
+Inputs are plain arrays so this module does not depend on the twin: aligned readouts
+``(N, F, O)`` or flat ``(N, K)``. Functions that need model predictions take callables:
+
+- ``predict(feature_weights) -> responses``: ``feature_weights`` is ``(n, F, O)`` (readouts of n
+  hypothetical neurons, all placed at the same receptive-field location by the caller, e.g. the
+  image centre) and the result is ``(n_images, n)`` predicted responses on a fixed image set.
+- ``response(images) -> responses``: ``images`` is ``(m, H, W)`` and the result is
+  ``(m, n_neurons)`` predicted responses of the model's neurons.
+
+Contents: spherical GMM with the number of clusters chosen by held-out neuron likelihood
+(:func:`select_n_components`, Fig. 5), :class:`ReadoutClustering` (GMM or k-means with 50 clusters),
+:class:`ReadoutTSNE` (openTSNE, Fig. 6), :func:`cluster_confusion_matrix` and
+:func:`greedy_blocks` (Fig. 7 left), :func:`rotate_shift_images` and :func:`mei_confusion_matrix`
+(Fig. 7 right), the appendix-A controls :func:`permute_within_neurons` /
+:func:`permute_across_neurons`, and ground-truth scores (:func:`circular_correlation`,
+:func:`angle_recovery`, :func:`merge_labels`, :func:`adjusted_rand`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+Predict = Callable[[np.ndarray], np.ndarray]
+Response = Callable[[np.ndarray], np.ndarray]
+
+__all__ = [
+    "BlockArrangement",
+    "ClusterConfusion",
+    "GMMSelection",
+    "ReadoutClustering",
+    "ReadoutTSNE",
+    "adjusted_rand",
+    "angle_recovery",
+    "circular_correlation",
+    "cluster_confusion_matrix",
+    "greedy_blocks",
+    "merge_labels",
+    "mei_confusion_matrix",
+    "permute_across_neurons",
+    "permute_within_neurons",
+    "rotate_shift_images",
+    "select_n_components",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# Input handling
+# --------------------------------------------------------------------------------------------
+
+
+def _flat(X: Any, name: str = "X", allow_nan: bool = False) -> np.ndarray:
+    """(N, F, O) or (N, K) -> float64 (N, K); NaN/inf raise unless ``allow_nan``."""
+    arr = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+    if arr.dtype.kind not in "fiu":
+        raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if arr.ndim == 3:
+        arr = arr.reshape(arr.shape[0], -1)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be (N, F, O) or (N, K), got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"{name} is empty: shape {arr.shape}")
+    arr = arr.astype(np.float64, copy=False)
+    if not allow_nan:
+        bad = ~np.all(np.isfinite(arr), axis=1)
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise ValueError(
+                f"{name} has {rows.size} row(s) with NaN/inf (first: {rows[:10].tolist()}); drop "
+                "them, or use nan_policy='omit' where offered"
+            )
+    return arr
+
+
+def _n_distinct(X: np.ndarray) -> int:
+    return int(np.unique(np.round(X, 12), axis=0).shape[0])
+
+
+# --------------------------------------------------------------------------------------------
+# Gaussian mixture model selection (Fig. 5)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GMMSelection:
+    """Held-out likelihood of spherical GMMs versus the number of clusters (paper Fig. 5).
+
+    ``train_ll``/``test_ll``: mean log-likelihood per neuron of the training / held-out neurons.
+    ``best``: the K with the largest held-out likelihood. :meth:`plateau` gives the smallest K
+    within a fraction of the range of the maximum (the paper reads the plateau, ~100 clusters).
+    """
+
+    n_components: np.ndarray
+    train_ll: np.ndarray
+    test_ll: np.ndarray
+    train_index: np.ndarray
+    test_index: np.ndarray
+    best: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.best = int(self.n_components[int(np.argmax(self.test_ll))])
+
+    def plateau(self, rel_tol: float = 0.02) -> int:
+        """Smallest K whose held-out likelihood is within ``rel_tol`` × (max - min) of the max."""
+        if not 0 <= rel_tol < 1:
+            raise ValueError(f"rel_tol must be in [0, 1), got {rel_tol}")
+        ll = self.test_ll
+        thr = ll.max() - rel_tol * (ll.max() - ll.min())
+        return int(self.n_components[int(np.flatnonzero(ll >= thr)[0])])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"n_components": self.n_components.tolist(), "train_ll": self.train_ll.tolist(),
+                "test_ll": self.test_ll.tolist(), "best": self.best, "plateau": self.plateau()}
+
+
+def select_n_components(
+    X: Any,
+    n_components: Sequence[int] = (5, 10, 20, 30, 50, 75, 100, 150),
+    train_size: float | int = 2 / 3,
+    n_init: int = 1,
+    max_iter: int = 200,
+    reg_covar: float = 1e-6,
+    random_state: int | None = 0,
+    progress: bool = True,
+) -> GMMSelection:
+    """Fit spherical GMMs with each K on a random training split of neurons; score held-out ones.
+
+    Paper Sec. 4: 4000 training and 2005 test neurons (``train_size`` = 2/3 by default; an int is a
+    count). O(len(n_components) · n_init · max_iter · N K · K_max) time.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    A = _flat(X)
+    N = A.shape[0]
+    ks = np.asarray(sorted({int(k) for k in n_components}))
+    if ks.size == 0 or ks.min() < 1:
+        raise ValueError(f"n_components must be positive integers, got {list(n_components)}")
+    n_train = int(round(train_size * N)) if isinstance(train_size, float) else int(train_size)
+    if not 1 <= n_train < N:
+        raise ValueError(f"train_size must leave neurons on both sides of the split; got {train_size} of N={N}")
+    if ks.max() > n_train:
+        raise ValueError(f"largest n_components {ks.max()} exceeds the {n_train} training neurons")
+    rng = np.random.default_rng(random_state)
+    perm = rng.permutation(N)
+    tr, te = np.sort(perm[:n_train]), np.sort(perm[n_train:])
+    train_ll, test_ll = [], []
+    for k in tqdm(ks, desc="GMM selection", disable=not progress, leave=False):
+        gmm = GaussianMixture(int(k), covariance_type="spherical", n_init=n_init, max_iter=max_iter,
+                              reg_covar=reg_covar, random_state=random_state)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            gmm.fit(A[tr])
+        train_ll.append(gmm.score(A[tr]))
+        test_ll.append(gmm.score(A[te]))
+    return GMMSelection(ks, np.asarray(train_ll), np.asarray(test_ll), tr, te)
+
+
+# --------------------------------------------------------------------------------------------
+# Clustering
+# --------------------------------------------------------------------------------------------
+
+
+class ReadoutClustering:
+    """GMM (spherical covariances) or k-means clustering of aligned readouts (scikit-learn style).
+
+    ``method='gmm'`` (paper: 100 components chosen by :func:`select_n_components`) or ``'kmeans'``
+    (the digital-twin paper: 50 clusters; the default ``n_clusters``). Handling of awkward input:
+
+    - NaN/inf readouts: ``nan_policy='raise'`` (default) raises ValueError naming the rows;
+      ``'omit'`` clusters the finite rows and labels the others -1.
+    - fewer (distinct) neurons than clusters: ValueError.
+    - empty clusters (a GMM component that is the most likely one for no neuron): dropped and the
+      labels renumbered 0..n_clusters_-1 (``drop_empty=True``, with a warning; their original
+      indices are in ``empty_clusters_``), or kept (``drop_empty=False``).
+    - tiny clusters (fewer than ``min_cluster_size`` members): kept and listed in
+      ``small_clusters_`` (they are real but their means are noisy; nothing is merged silently).
+
+    Fitted: ``labels_`` (N,), ``centers_`` (n_clusters_, ...) in the input's per-neuron shape,
+    ``sizes_``, ``n_clusters_``, ``model_`` (the scikit-learn estimator), ``empty_clusters_``,
+    ``small_clusters_``, and for GMM ``bic_``.
+    """
+
+    def __init__(
+        self,
+        method: str = "kmeans",
+        n_clusters: int = 50,
+        *,
+        n_init: int = 10,
+        max_iter: int = 300,
+        nan_policy: str = "raise",
+        drop_empty: bool = True,
+        min_cluster_size: int = 2,
+        random_state: int | None = 0,
+    ) -> None:
+        self.method = method
+        self.n_clusters = n_clusters
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.nan_policy = nan_policy
+        self.drop_empty = drop_empty
+        self.min_cluster_size = min_cluster_size
+        self.random_state = random_state
+
+    def _validate(self) -> None:
+        if self.method not in ("gmm", "kmeans"):
+            raise ValueError(f"method must be 'gmm' or 'kmeans', got {self.method!r}")
+        if self.nan_policy not in ("raise", "omit"):
+            raise ValueError(f"nan_policy must be 'raise' or 'omit', got {self.nan_policy!r}")
+        for key in ("n_clusters", "n_init", "max_iter", "min_cluster_size"):
+            v = getattr(self, key)
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{key} must be a positive integer, got {v!r}")
+
+    def fit(self, X: Any, y: Any = None) -> ReadoutClustering:
+        """Cluster the rows of ``X`` (N, F, O) or (N, K)."""
+        from sklearn.cluster import KMeans
+        from sklearn.mixture import GaussianMixture
+
+        self._validate()
+        A = _flat(X, allow_nan=self.nan_policy == "omit")
+        finite = np.all(np.isfinite(A), axis=1)
+        if self.nan_policy == "omit" and not finite.all():
+            warnings.warn(f"{int((~finite).sum())} readout(s) with NaN/inf omitted (label -1)",
+                          RuntimeWarning, stacklevel=2)
+        Af = A[finite]
+        k = int(self.n_clusters)
+        if Af.shape[0] < k:
+            raise ValueError(f"{Af.shape[0]} usable neurons but n_clusters={k}; need at least as many neurons as clusters")
+        if _n_distinct(Af) < k:
+            raise ValueError(f"only {_n_distinct(Af)} distinct readouts but n_clusters={k}")
+        if self.method == "gmm":
+            model = GaussianMixture(k, covariance_type="spherical", n_init=self.n_init,
+                                    max_iter=self.max_iter, random_state=self.random_state)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=UserWarning)
+                model.fit(Af)
+            raw = model.predict(Af)
+            centers = model.means_
+            self.bic_ = float(model.bic(Af))
+        else:
+            model = KMeans(k, n_init=self.n_init, max_iter=self.max_iter, random_state=self.random_state)
+            raw = model.fit_predict(Af)
+            centers = model.cluster_centers_
+        counts = np.bincount(raw, minlength=k)
+        empty = np.flatnonzero(counts == 0)
+        if self.drop_empty:
+            keep = np.flatnonzero(counts > 0)
+            if empty.size:
+                warnings.warn(f"{empty.size} empty cluster(s) dropped: components {empty.tolist()}",
+                              RuntimeWarning, stacklevel=2)
+        else:
+            keep = np.arange(k)
+        remap = np.full(k, -1)
+        remap[keep] = np.arange(keep.size)
+        labels = np.full(A.shape[0], -1)
+        labels[finite] = remap[raw]
+        self.model_ = model
+        self._keep = keep
+        self._remap = remap
+        self.labels_ = labels
+        shape = np.shape(X)[1:]
+        self.centers_ = centers[keep].reshape((keep.size, *shape))
+        self.sizes_ = counts[keep]
+        self.n_clusters_ = int(keep.size)
+        self.empty_clusters_ = empty
+        self.small_clusters_ = np.flatnonzero(self.sizes_ < int(self.min_cluster_size))
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Cluster labels of new readouts (-1 for dropped components or NaN rows with 'omit')."""
+        if not hasattr(self, "model_"):
+            raise ValueError("ReadoutClustering is not fitted yet; call fit(X) first")
+        A = _flat(X, allow_nan=self.nan_policy == "omit")
+        if A.shape[1] != self.model_.n_features_in_:
+            raise ValueError(f"X has {A.shape[1]} features, the model was fitted on {self.model_.n_features_in_}")
+        finite = np.all(np.isfinite(A), axis=1)
+        out = np.full(A.shape[0], -1)
+        if finite.any():
+            out[finite] = self._remap[self.model_.predict(A[finite])]
+        return out
+
+    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
+        return self.fit(X).labels_
+
+
+# --------------------------------------------------------------------------------------------
+# t-SNE (Fig. 6)
+# --------------------------------------------------------------------------------------------
+
+
+class ReadoutTSNE:
+    """2-D t-SNE embedding of aligned readouts with openTSNE (seeded, deterministic).
+
+    ``fit(X)`` sets ``embedding_`` (N, 2); ``transform(X_new)`` places new neurons into the fixed
+    embedding (openTSNE's optimisation of the new points only). ``n_jobs=1`` keeps results
+    bit-for-bit reproducible. openTSNE is O(N log N) (FFT-accelerated gradients for large N).
+    """
+
+    def __init__(
+        self,
+        perplexity: float = 30.0,
+        n_iter: int = 500,
+        random_state: int = 0,
+        n_jobs: int = 1,
+        initialization: str = "pca",
+        verbose: bool = False,
+    ) -> None:
+        self.perplexity = perplexity
+        self.n_iter = n_iter
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.initialization = initialization
+        self.verbose = verbose
+
+    def fit(self, X: Any, y: Any = None) -> ReadoutTSNE:
+        from openTSNE import TSNE
+
+        A = _flat(X)
+        if A.shape[0] < 4:
+            raise ValueError(f"t-SNE needs at least 4 neurons, got {A.shape[0]}")
+        perplexity = float(self.perplexity)
+        if not perplexity > 0:
+            raise ValueError(f"perplexity must be > 0, got {perplexity}")
+        # openTSNE needs 3 * perplexity < N; lower it for tiny sets instead of failing
+        perplexity = min(perplexity, (A.shape[0] - 1) / 3.0)
+        tsne = TSNE(n_components=2, perplexity=perplexity, n_iter=int(self.n_iter),
+                    initialization=self.initialization, random_state=self.random_state,
+                    n_jobs=int(self.n_jobs), verbose=self.verbose)
+        self.tsne_ = tsne.fit(A.astype(np.float64))
+        self.embedding_ = np.asarray(self.tsne_)
+        self.perplexity_ = perplexity
+        self.n_features_in_ = A.shape[1]
+        return self
+
+    def fit_transform(self, X: Any, y: Any = None) -> np.ndarray:
+        return self.fit(X).embedding_.copy()
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Embed new neurons (n, 2) without moving the fitted ones."""
+        if not hasattr(self, "tsne_"):
+            raise ValueError("ReadoutTSNE is not fitted yet; call fit(X) first")
+        A = _flat(X)
+        if A.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {A.shape[1]} features, the embedding was fitted on {self.n_features_in_}")
+        return np.asarray(self.tsne_.transform(A.astype(np.float64)))
+
+
+# --------------------------------------------------------------------------------------------
+# Cluster confusion matrix and greedy blocks (Fig. 7 left)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClusterConfusion:
+    """Cluster confusion matrix: ``matrix[p, q]`` = max over rotations r of the correlation across
+    images between predicted responses of cluster mean p (canonical orientation) and of cluster mean
+    q rotated by ``angles[r]``; ``rotation[p, q]`` is the maximising angle."""
+
+    matrix: np.ndarray
+    rotation: np.ndarray
+    raw: np.ndarray  # before symmetrisation
+    angles: np.ndarray
+
+
+def _standardise_columns(Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    Z = Y - Y.mean(0)
+    norm = np.linalg.norm(Z, axis=0)
+    ok = norm > 1e-12 * max(1.0, float(np.abs(Y).max()))
+    Z[:, ok] /= norm[ok]
+    Z[:, ~ok] = 0.0
+    return Z, ok
+
+
+def cluster_confusion_matrix(
+    centers: Any,
+    predict: Predict,
+    n_orientations: int | None = None,
+    n_rotations: int | None = None,
+    period: float = 2 * math.pi,
+    symmetrize: bool = True,
+    chunk_size: int = 256,
+) -> ClusterConfusion:
+    """Cluster confusion matrix of paper Fig. 7 (left), accounting for canonical orientations.
+
+    ``centers`` are cluster means of the aligned readouts, (C, F, O) or (C, K) with
+    ``n_orientations``. Each mean q is rotated by ``n_rotations`` angles (default O: the exact cyclic
+    shifts k·period/O, eq. 2; more gives interpolated rotations in between); ``predict`` maps
+    (n, F, O) readouts of hypothetical neurons (same receptive-field location) to (n_images, n)
+    responses. ``matrix[p, q] = max_r corr(a_p, a_{q, r})`` over images; with ``symmetrize`` it is
+    replaced by (M + Mᵀ)/2. A cluster whose predictions are constant gets correlation 0 (warning).
+    Cost: C · n_rotations model predictions plus O(C² n_rotations n_images).
+    """
+    from reprlab.v1.align import as_readouts, rotate_readouts
+
+    if not callable(predict):
+        raise ValueError("predict must be a callable (n, F, O) readouts -> (n_images, n) responses")
+    Cm = as_readouts(centers, n_orientations, name="centers").astype(np.float64)
+    C, F, O = Cm.shape
+    nr = O if n_rotations is None else int(n_rotations)
+    if nr < 1:
+        raise ValueError(f"n_rotations must be >= 1, got {n_rotations}")
+    angles = np.arange(nr) * period / nr
+    hyp = np.concatenate([rotate_readouts(Cm, np.full(C, a), None, period) for a in angles])  # (nr*C, F, O)
+    cols = []
+    for s in range(0, hyp.shape[0], chunk_size):
+        part = np.asarray(predict(hyp[s : s + chunk_size].astype(np.float32)), dtype=np.float64)
+        n = min(chunk_size, hyp.shape[0] - s)
+        if part.ndim != 2 or part.shape[1] != n:
+            raise ValueError(f"predict must return (n_images, {n}) responses, got shape {part.shape}")
+        cols.append(part)
+    Y = np.concatenate(cols, axis=1)
+    if Y.shape[0] < 2 or not np.all(np.isfinite(Y)):
+        raise ValueError(f"predict returned {Y.shape[0]} images or non-finite responses; need >= 2 finite")
+    Z, ok = _standardise_columns(Y)
+    if not ok[:C].all():
+        warnings.warn(f"clusters {np.flatnonzero(~ok[:C]).tolist()} have constant predicted responses; "
+                      "their correlations are set to 0", RuntimeWarning, stacklevel=2)
+    Z = Z.reshape(Y.shape[0], nr, C)
+    corr = np.einsum("ip,irq->prq", Z[:, 0, :], Z)  # (C, nr, C)
+    raw = corr.max(1)
+    rot = angles[corr.argmax(1)]
+    np.fill_diagonal(raw, np.where(ok[:C], 1.0, 0.0))
+    M = 0.5 * (raw + raw.T) if symmetrize else raw.copy()
+    return ClusterConfusion(matrix=M, rotation=rot, raw=raw, angles=angles)
+
+
+@dataclass
+class BlockArrangement:
+    """Greedy block arrangement of a confusion matrix: ``order`` permutes rows/columns so that
+    blocks are contiguous; ``blocks`` lists the member indices; ``labels[c]`` is c's block."""
+
+    order: np.ndarray
+    blocks: list[np.ndarray]
+    labels: np.ndarray
+    threshold: float
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def boundaries(self) -> np.ndarray:
+        """Positions in ``order`` where a new block starts (for drawing block lines)."""
+        return np.cumsum([0] + [b.size for b in self.blocks])
+
+
+def greedy_blocks(M: Any, threshold: float = 0.5, linkage: str = "mean") -> BlockArrangement:
+    """Greedily re-arrange a (C, C) similarity matrix into blocks (paper Fig. 7, threshold 0.5).
+
+    Repeatedly seed a block with the most similar remaining pair (if it reaches ``threshold``;
+    otherwise every remaining item becomes its own block), then add the remaining item with the
+    highest ``linkage`` ('mean' or 'min') similarity to the block's members while it is at least
+    ``threshold``. Blocks are ordered by creation. O(C³) time.
+    """
+    S = np.asarray(M, dtype=np.float64)
+    if S.ndim != 2 or S.shape[0] != S.shape[1] or S.shape[0] == 0:
+        raise ValueError(f"M must be a non-empty square matrix, got shape {S.shape}")
+    if not np.all(np.isfinite(S)):
+        raise ValueError("M contains NaN/inf")
+    if linkage not in ("mean", "min"):
+        raise ValueError(f"linkage must be 'mean' or 'min', got {linkage!r}")
+    S = 0.5 * (S + S.T)
+    C = S.shape[0]
+    remaining = list(range(C))
+    blocks: list[np.ndarray] = []
+    while remaining:
+        if len(remaining) == 1:
+            blocks.append(np.array(remaining))
+            break
+        sub = S[np.ix_(remaining, remaining)].copy()
+        np.fill_diagonal(sub, -np.inf)
+        i, j = np.unravel_index(int(np.argmax(sub)), sub.shape)
+        if sub[i, j] < threshold:
+            for r in remaining:
+                blocks.append(np.array([r]))
+            break
+        block = [remaining[i], remaining[j]]
+        rest = [r for r in remaining if r not in block]
+        while rest:
+            link = S[np.ix_(rest, block)]
+            score = link.mean(1) if linkage == "mean" else link.min(1)
+            b = int(np.argmax(score))
+            if score[b] < threshold:
+                break
+            block.append(rest.pop(b))
+        blocks.append(np.array(block))
+        remaining = rest
+    labels = np.empty(C, dtype=int)
+    for bi, b in enumerate(blocks):
+        labels[b] = bi
+    return BlockArrangement(order=np.concatenate(blocks), blocks=blocks, labels=labels,
+                            threshold=float(threshold))
+
+
+# --------------------------------------------------------------------------------------------
+# MEI confusion matrix (Fig. 7 right)
+# --------------------------------------------------------------------------------------------
+
+
+def rotate_shift_images(
+    images: Any,
+    angles: Any,
+    centers_from: Any,
+    centers_to: Any,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+) -> np.ndarray:
+    """Rotate each image by ``angles[n]`` about ``centers_from[n]`` and move that point to
+    ``centers_to[n]`` (torch ``affine_grid`` + ``grid_sample``).
+
+    ``images`` (n, H, W); centres are (n, 2) or (2,) in pixels as (row, col) (row = y downwards).
+    Positive angles rotate the content counter-clockwise as displayed (a point right of the centre
+    moves above it for +π/2). Outside the image the fill is 0 (mean grey) with ``padding_mode='zeros'``.
+    """
+    imgs = np.asarray(images, dtype=np.float32)
+    if imgs.ndim == 2:
+        imgs = imgs[None]
+    if imgs.ndim != 3 or imgs.shape[0] == 0:
+        raise ValueError(f"images must be (n, H, W), got shape {np.shape(images)}")
+    n, H, W = imgs.shape
+    th = np.broadcast_to(np.asarray(angles, dtype=np.float64), (n,))
+    cf = np.broadcast_to(np.asarray(centers_from, dtype=np.float64), (n, 2))
+    ct = np.broadcast_to(np.asarray(centers_to, dtype=np.float64), (n, 2))
+    if not (np.all(np.isfinite(th)) and np.all(np.isfinite(cf)) and np.all(np.isfinite(ct))):
+        raise ValueError("angles and centres must be finite")
+    c, s = np.cos(th), np.sin(th)
+    # input pixel (x, y) = A (x_out, y_out) + t with A = [[c, -s], [s, c]] (y points down)
+    A = np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2)  # (n, 2, 2)
+    p_from = np.stack([cf[:, 1], cf[:, 0]], -1)  # (x, y)
+    p_to = np.stack([ct[:, 1], ct[:, 0]], -1)
+    t = p_from - np.einsum("nij,nj->ni", A, p_to)
+    # to normalised coordinates (align_corners=True): p = D p_n + d, d = D 1
+    D = np.array([(W - 1) / 2.0 if W > 1 else 1.0, (H - 1) / 2.0 if H > 1 else 1.0])
+    An = A * D[None, None, :] / D[None, :, None]
+    tn = (np.einsum("nij,j->ni", A, D) + t - D) / D
+    theta = torch.as_tensor(np.concatenate([An, tn[:, :, None]], -1), dtype=torch.float32)
+    x = torch.as_tensor(imgs)[:, None]
+    grid = torch.nn.functional.affine_grid(theta, (n, 1, H, W), align_corners=True)
+    out = torch.nn.functional.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
+    return out[:, 0].numpy()
+
+
+def mei_confusion_matrix(
+    meis: Any,
+    response: Response,
+    rf_centers: Any,
+    orientations: Any,
+    neuron_index: Any = None,
+    extra_rotations: Sequence[float] = (0.0,),
+    normalize: str = "column",
+    batch_size: int = 128,
+    progress: bool = True,
+) -> np.ndarray:
+    """MEI confusion matrix of paper Fig. 7 (right): ``M[i, j] = a_j(y_i)``.
+
+    ``y_i`` is the MEI of neuron i rotated by ``orientations[j] - orientations[i]`` (+ each of
+    ``extra_rotations``, keeping the maximum, e.g. ``(0, π)`` when orientations are only known
+    modulo π) about its receptive-field centre and moved to neuron j's centre
+    (:func:`rotate_shift_images`). ``meis`` (n, H, W); ``rf_centers`` (n, 2) (row, col) pixels;
+    ``orientations`` (n,) radians in the image convention of :func:`rotate_shift_images`;
+    ``response(images (m, H, W)) -> (m, n_neurons)``; ``neuron_index[i]`` is neuron i's column in
+    the response (default 0..n-1). ``normalize='column'`` divides column j by the response of j to
+    its own untransformed MEI (``'none'`` keeps raw responses). Restrict to well-predicted neurons
+    first (paper: test correlation ≥ 0.7). Cost: n² · len(extra_rotations) image evaluations.
+    """
+    imgs = np.asarray(meis, dtype=np.float32)
+    if imgs.ndim != 3 or imgs.shape[0] == 0:
+        raise ValueError(f"meis must be (n, H, W), got shape {imgs.shape}")
+    if not callable(response):
+        raise ValueError("response must be a callable images (m, H, W) -> (m, n_neurons)")
+    n = imgs.shape[0]
+    centers = np.asarray(rf_centers, dtype=np.float64)
+    ori = np.asarray(orientations, dtype=np.float64)
+    if centers.shape != (n, 2) or ori.shape != (n,):
+        raise ValueError(f"rf_centers must be ({n}, 2) and orientations ({n},); got {centers.shape}, {ori.shape}")
+    idx = np.arange(n) if neuron_index is None else np.asarray(neuron_index, dtype=int)
+    if idx.shape != (n,):
+        raise ValueError(f"neuron_index must have shape ({n},), got {idx.shape}")
+    if normalize not in ("column", "none"):
+        raise ValueError(f"normalize must be 'column' or 'none', got {normalize!r}")
+    extra = np.asarray(extra_rotations, dtype=np.float64).ravel()
+    if extra.size == 0:
+        raise ValueError("extra_rotations must contain at least one angle (e.g. (0.0,))")
+
+    def evaluate(batch: np.ndarray) -> np.ndarray:
+        out = []
+        for s in range(0, batch.shape[0], batch_size):
+            r = np.asarray(response(batch[s : s + batch_size]), dtype=np.float64)
+            if r.ndim != 2 or r.shape[0] != min(batch_size, batch.shape[0] - s) or r.shape[1] <= idx.max():
+                raise ValueError(f"response returned shape {r.shape}; expected (m, n_neurons > {idx.max()})")
+            out.append(r)
+        return np.concatenate(out)
+
+    M = np.full((n, n), -np.inf)
+    for j in tqdm(range(n), desc="MEI confusion", disable=not progress, leave=False):
+        for e in extra:
+            moved = rotate_shift_images(imgs, ori[j] - ori + e, centers, centers[j])
+            M[:, j] = np.maximum(M[:, j], evaluate(moved)[:, idx[j]])
+    if normalize == "column":
+        own = evaluate(imgs)[np.arange(n), idx]
+        if np.any(np.abs(own) < 1e-12):
+            raise ValueError("some neurons do not respond to their own MEI; use normalize='none'")
+        M = M / own[None, :]
+    return M
+
+
+# --------------------------------------------------------------------------------------------
+# Controls (appendix A)
+# --------------------------------------------------------------------------------------------
+
+
+def _readout_view(R: Any, unit: str, n_orientations: int | None) -> tuple[np.ndarray, tuple]:
+    arr = np.array(R.detach().cpu().numpy() if isinstance(R, torch.Tensor) else R, dtype=np.float64)
+    if unit not in ("feature", "weight"):
+        raise ValueError(f"unit must be 'feature' (whole O-vectors) or 'weight' (single entries), got {unit!r}")
+    shape = arr.shape
+    if unit == "weight":
+        if arr.ndim not in (2, 3) or shape[0] == 0:
+            raise ValueError(f"R must be (N, F, O) or (N, K), got shape {shape}")
+        return arr.reshape(shape[0], -1, 1), shape
+    from reprlab.v1.align import as_readouts
+
+    return as_readouts(arr, n_orientations, allow_nan=True).astype(np.float64), shape
+
+
+def permute_within_neurons(
+    R: Any, random_state: int | None = 0, unit: str = "feature", n_orientations: int | None = None
+) -> np.ndarray:
+    """Appendix-A control (Fig. A1): shuffle each neuron's feature weights independently.
+
+    ``unit='feature'`` permutes the F features of each neuron (each feature keeps its O-vector, so
+    rotation structure survives but the feature identity is scrambled); ``'weight'`` permutes all K
+    entries of each neuron. Returns an array of the input's shape.
+    """
+    X, shape = _readout_view(R, unit, n_orientations)
+    rng = np.random.default_rng(random_state)
+    perm = np.argsort(rng.random(X.shape[:2]), axis=1)  # independent permutation per neuron
+    return np.take_along_axis(X, perm[:, :, None], axis=1).reshape(shape)
+
+
+def permute_across_neurons(
+    R: Any, random_state: int | None = 0, unit: str = "feature", n_orientations: int | None = None
+) -> np.ndarray:
+    """Appendix-A control (Fig. A2): shuffle each feature independently across neurons.
+
+    Every feature (``unit='feature'``: its O-vector; ``'weight'``: each of the K entries) is given a
+    separate random permutation of the neurons, which keeps each feature's distribution but destroys
+    the co-occurrence of features within neurons. Returns an array of the input's shape.
+    """
+    X, shape = _readout_view(R, unit, n_orientations)
+    rng = np.random.default_rng(random_state)
+    perm = np.argsort(rng.random(X.shape[:2]), axis=0)  # independent permutation per feature
+    return np.take_along_axis(X, perm[:, :, None], axis=0).reshape(shape)
+
+
+# --------------------------------------------------------------------------------------------
+# Ground-truth scores
+# --------------------------------------------------------------------------------------------
+
+
+def circular_correlation(a: Any, b: Any, period: float = 2 * math.pi) -> float:
+    """Fisher–Lee circular correlation of two angle samples with the given ``period``.
+
+    ``ρ = Σ_{i<j} sin(a_i - a_j) sin(b_i - b_j) / sqrt(Σ sin²(a_i - a_j) Σ sin²(b_i - b_j))``
+    after mapping angles to the unit circle (x → 2πx/period), computed in O(n) by expanding the
+    sines. ρ = 1 for b = a + c (any constant offset), -1 for b = -a + c; ~0 for independent angles.
+    """
+    x = np.asarray(a, dtype=np.float64).ravel()
+    y = np.asarray(b, dtype=np.float64).ravel()
+    if x.shape != y.shape or x.size < 2:
+        raise ValueError(f"need two angle arrays of the same length >= 2, got {x.shape} and {y.shape}")
+    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
+        raise ValueError("angles contain NaN/inf")
+    if not period > 0:
+        raise ValueError(f"period must be > 0, got {period}")
+    x, y = 2 * math.pi * x / period, 2 * math.pi * y / period
+    sa, ca, sb, cb = np.sin(x), np.cos(x), np.sin(y), np.cos(y)
+    num = (sa * sb).sum() * (ca * cb).sum() - (sa * cb).sum() * (ca * sb).sum()
+    da = (sa * sa).sum() * (ca * ca).sum() - (sa * ca).sum() ** 2
+    db = (sb * sb).sum() * (cb * cb).sum() - (sb * cb).sum() ** 2
+    if da <= 1e-12 * x.size**2 or db <= 1e-12 * x.size**2:
+        return float("nan")  # (nearly) constant angles: correlation undefined
+    return float(num / math.sqrt(da * db))
+
+
+def angle_recovery(
+    angles: Any, true_angles: Any, groups: Any = None, period: float = math.pi, min_group_size: int = 3
+) -> dict[str, Any]:
+    """Circular correlation between recovered alignment angles and true orientations.
+
+    Periods: readout rotations α span the channels' period (2π in the paper), but a preferred
+    *orientation* is π-periodic — a neuron tuned to θ is equally tuned to θ + π, and for neurons
+    whose function is (nearly) invariant to a rotation by π (complex cells, even-symmetric simple
+    cells) the alignment may land on α = θ + c or θ + π + c. So with ``period=π`` both angle sets
+    are compared on the doubled circle (2α vs 2θ), which is the right comparison against true
+    orientations in [0, π). Use ``period=2π`` when the truth is a full rotation (direction, or a
+    ground-truth rotation of the whole function as in :func:`reprlab.v1.align.periodic_gp_readouts`).
+
+    Offsets: each class of rotation-equivalent neurons is aligned to its own canonical
+    representative, so α - θ has a different constant per class. Correlations are therefore
+    computed within ``groups`` (true families or clusters); reported are the per-group values,
+    their size-weighted mean (``weighted``) and a pooled value after removing each group's circular
+    mean offset (``pooled``). The sign is +1 for perfect recovery when the core's channel o is the
+    image rotated by +o·period/O, -1 with the opposite convention.
+    """
+    a = np.asarray(angles, dtype=np.float64).ravel()
+    t = np.asarray(true_angles, dtype=np.float64).ravel()
+    if a.shape != t.shape or a.size < 2:
+        raise ValueError(f"angles and true_angles must have the same length >= 2, got {a.shape}, {t.shape}")
+    g = np.zeros(a.size, dtype=int) if groups is None else np.asarray(groups).ravel()
+    if g.shape != a.shape:
+        raise ValueError(f"groups must have shape {a.shape}, got {g.shape}")
+    per_group: dict[Any, float] = {}
+    sizes: dict[Any, int] = {}
+    resid = np.full(a.size, np.nan)
+    w = 2 * math.pi / period
+    for lab in np.unique(g):
+        m = g == lab
+        if m.sum() < min_group_size:
+            continue
+        rho = circular_correlation(a[m], t[m], period)
+        if not np.isfinite(rho):
+            continue
+        key = lab.item() if hasattr(lab, "item") else lab
+        per_group[key], sizes[key] = rho, int(m.sum())
+        sign = 1.0 if rho >= 0 else -1.0
+        diff = w * (a[m] - sign * t[m])
+        resid[m] = w * a[m] - np.angle(np.exp(1j * diff).mean())  # remove the group's offset
+        resid[m] = np.where(sign > 0, resid[m], -resid[m])
+    if not per_group:
+        return {"per_group": {}, "weighted": float("nan"), "pooled": float("nan"), "n_groups": 0}
+    ok = np.isfinite(resid)
+    weighted = float(sum(per_group[k] * sizes[k] for k in per_group) / sum(sizes.values()))
+    pooled = circular_correlation(resid[ok], w * t[ok], 2 * math.pi) if ok.sum() > 1 else float("nan")
+    return {"per_group": per_group, "sizes": sizes, "weighted": weighted, "pooled": pooled,
+            "n_groups": len(per_group), "period": float(period)}
+
+
+def merge_labels(labels: Any, cluster_to_block: Any) -> np.ndarray:
+    """Map cluster labels to merged (block) labels; -1 stays -1.
+
+    ``cluster_to_block[c]`` is the block of cluster c, e.g. ``greedy_blocks(M).labels``.
+    """
+    lab = np.asarray(labels, dtype=int)
+    mp = np.asarray(cluster_to_block, dtype=int)
+    if lab.size and lab.max() >= mp.size:
+        raise ValueError(f"labels go up to {lab.max()} but cluster_to_block has {mp.size} entries")
+    out = np.full(lab.shape, -1)
+    ok = lab >= 0
+    out[ok] = mp[lab[ok]]
+    return out
+
+
+def adjusted_rand(labels: Any, true_labels: Any) -> float:
+    """Adjusted Rand index (scikit-learn) over neurons with a label (-1 = unlabelled, ignored)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    a, b = np.asarray(labels).ravel(), np.asarray(true_labels).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"labels and true_labels differ in length: {a.shape} vs {b.shape}")
+    ok = a != -1
+    if ok.sum() < 2:
+        raise ValueError("need at least 2 labelled neurons for the adjusted Rand index")
+    return float(adjusted_rand_score(b[ok], a[ok]))
