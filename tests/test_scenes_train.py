@@ -133,3 +133,16 @@ def test_cli_help_lists_verbs():
     assert res.returncode == 0
     for verb in ("train", "export", "evaluate", "sample", "search"):
         assert verb in res.stdout
+
+
+def test_random_search_samples_c4_ranges(tmp_path):
+    from reprlab.scenes.generate import C4_RANGES, random_search
+
+    rep = random_search("unique", scale="smoke", n_trials=2, steps=4, out=tmp_path / "s.json", threads=1)
+    assert len(rep["trials"]) == 2 and (tmp_path / "s.json").is_file()
+    for t in rep["trials"]:
+        for key, (lo, hi) in C4_RANGES["unique"].items():
+            assert lo <= t["params"][key] <= hi
+    assert rep["best"]["best_val"] == min(t["best_val"] for t in rep["trials"])
+    with pytest.raises(ValueError, match="n_trials"):
+        random_search("unique", scale="smoke", n_trials=0)
