@@ -151,3 +151,20 @@ def test_bad_inputs():
         ins.ExperimentConfig(contrasts=(1.0, 0.5))
     with pytest.raises(ValueError, match="centres"):
         ins.optimal_gabors(ins.FunctionModel(lambda x: x.sum((1, 2))[:, None], 1, SHAPE))
+
+
+def test_core_pool_fast_path_and_diag():
+    torch.manual_seed(3)
+    core = RotationEquivariantCore(features=3, num_rotations=4, kernel_sizes=(5, 3), pool=2).eval()
+    W = torch.randn(2, 3, 4) * 0.6
+    pos = torch.tensor([[19.5, 15.5], [17.5, 13.5]])
+    m = ins.EquivariantModel(core, W, torch.zeros(2), pos, lambda z: F.elu(z) + 1, SHAPE)
+    g = ins.render_gabors(torch.tensor([[19.0, 15.0, 6.0, 0.1, 1.0, 0.4, 0.3]]).repeat(2, 1), SHAPE)
+    full = m.responses(g)[torch.arange(2), torch.arange(2)]
+    assert torch.allclose(m.diag(g, torch.arange(2)), full, atol=1e-5)
+    grid = ins.GaborGrid(sizes=(6.0,), spatial_frequencies=(0.08, 0.14), contrasts=(1.0,), n_phases=2,
+                         orientation_substeps=1, offset_window=1, offset_step=2, refine_rounds=0)
+    fast = ins.optimal_gabors(m, grid)
+    loop = ins.optimal_gabors(m, grid, fast=False, straightforward=True)
+    np.testing.assert_allclose(fast.response, loop.response, rtol=1e-5)
+    np.testing.assert_allclose(fast.params, loop.params, atol=1e-4)

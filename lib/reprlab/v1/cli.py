@@ -143,8 +143,34 @@ def _fit(args: argparse.Namespace) -> dict:
     return report
 
 
+# ----------------------------------------------------------------------------- twin
+def _add_twin(verbs: Any) -> None:
+    p = verbs.add_parser("twin", help="build the chapter-7 twin bundle: simulate, fit, cluster, optimal stimuli, "
+                                      "in silico experiments, analyses, verification against the truth")
+    _scale_seed(p)
+    p.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
+    p.add_argument("--work-dir", default=None, help="keep the fitted model here (resume / skip the fit on rebuilds)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_json_flag(p)
+    p.set_defaults(handler=_twin)
+
+
+def _twin(args: argparse.Namespace) -> dict:
+    from reprlab.v1.twin import build_twin, twin_build_config
+
+    _threads(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must be a folder, found a file at {out}")
+    _, report = build_twin(twin_build_config(args.scale, args.seed), out=out, progress=not args.quiet,
+                           work_dir=args.work_dir)
+    return {"out": str(out), **report}
+
+
 # ----------------------------------------------------------------------------- registry
 def register(verbs: Any) -> None:
     """Add the chapter 6-7 verbs to the ``v1`` sub-command."""
     _add_simulate(verbs)
     _add_fit(verbs)
+    _add_twin(verbs)

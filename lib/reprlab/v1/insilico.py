@@ -224,31 +224,54 @@ class PopulationModel(ResponseModel):
         self.image_shape = tuple(int(s) for s in population.image_shape)
         self.centers = torch.as_tensor(population.center, dtype=torch.float32).cpu()
         self.batch_size = int(batch_size)
+        self._subs: dict[int, Any] = {}
 
     @torch.no_grad()
     def responses(self, stimuli: torch.Tensor) -> torch.Tensor:
         return self.population.rate(torch.as_tensor(stimuli, dtype=torch.float32)).float().cpu()
 
+    def _sub(self, n: int) -> Any:
+        if n not in self._subs:
+            if len(self._subs) > 4096:
+                self._subs.clear()
+            self._subs[n] = self.population.subset([n])
+        return self._subs[n]
+
     @torch.no_grad()
     def diag(self, stimuli: torch.Tensor, neurons: torch.Tensor) -> torch.Tensor:
         x, idx = self._check_diag(stimuli, neurons)
         out = torch.empty(len(idx))
-        uniq = torch.unique(idx)
-        for n in uniq.tolist():
+        for n in torch.unique(idx).tolist():
             sel = torch.nonzero(idx == n)[:, 0]
-            sub = self.population.subset([n])
-            out[sel] = sub.rate(x[sel]).float().cpu()[:, 0]
+            out[sel] = self._sub(n).rate(x[sel]).float().cpu()[:, 0]
+        return out
+
+    @torch.no_grad()
+    def _diag_render(self, render: Callable, params: torch.Tensor, neurons: torch.Tensor) -> torch.Tensor:
+        """Group the stimuli by neuron: one rate call per neuron (and chunk of 1024 stimuli)."""
+        params = torch.as_tensor(params, dtype=torch.float32)
+        neurons = torch.as_tensor(neurons, dtype=torch.long).reshape(-1)
+        out = torch.empty(len(params))
+        for n in torch.unique(neurons).tolist():
+            sel = torch.nonzero(neurons == n)[:, 0]
+            for c0 in range(0, len(sel), 1024):
+                s = sel[c0:c0 + 1024]
+                out[s] = self._sub(n).rate(render(params[s], self.image_shape)).float().cpu()[:, 0]
         return out
 
 
 def _valid_core_forward(core: torch.nn.Module, x: torch.Tensor,
                         weights: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-    """``core(x)`` without padding: every output pixel sees only real input (Ecker et al. core)."""
+    """``core(x)`` without padding: every output pixel sees only real input (Ecker et al. core,
+    including its optional average pooling after the first layer)."""
     n = len(core.convs)
+    pool = int(getattr(core, "pool", 1))
     for i, (conv, norm) in enumerate(zip(core.convs, core.norms)):
         x = norm(F.conv2d(x, conv.weight() if weights is None else weights[i]))
         if i < n - 1 or core.final_nonlinearity:
             x = F.elu(x)
+        if i == 0 and pool > 1:
+            x = F.avg_pool2d(x, pool)
     return x
 
 
@@ -296,7 +319,12 @@ class EquivariantModel(ResponseModel):
         self.d = int(downsample)
         if self.d < 1:
             raise ValueError(f"downsample must be a positive int, got {downsample}")
-        self.R = int(sum((int(k) - 1) // 2 for k in core.kernel_sizes))
+        ks = [int(k) for k in core.kernel_sizes]
+        self.p = int(getattr(core, "pool", 1))
+        self.R1 = (ks[0] - 1) // 2
+        self.R2 = sum((k - 1) // 2 for k in ks[1:])
+        self.R = self.R1 + self.R2  # receptive-field radius in layer-1 pixels when pool = 1
+        self.stride = self.d * self.p
         self.batch_size = int(batch_size)
         self.full_model = full_model
         with torch.no_grad():
@@ -333,18 +361,31 @@ class EquivariantModel(ResponseModel):
         if O == 1:
             return 0
         s = self.bank_shape(0)[0]
-        c = (s - 1) / 2
+        c = self.bank_center(0)
         phi = torch.tensor([0.3, 0.3 + 2 * math.pi / O])
-        g = stim.gabor(c, c, 0.6 * self.R * self.d + 2, 0.12 / self.d, phi, 0.4, 1.0, shape=(s, s))
+        g = stim.gabor(c, c, 0.6 * self.half_width + 2, 0.12 / self.stride, phi, 0.4, 1.0, shape=(s, s))
         with torch.no_grad():
             f = self._features_valid(g)[:, :, :, 0, 0]  # (2, F, O)
         errs = {k: float((f[1] - f[0].roll(k, dims=-1)).norm()) for k in (1, -1)}
         return min(errs, key=errs.get)
 
     # ---------------------------------------------------------------- core primitives
+    def crop_size(self, w: int) -> int:
+        """Input pixels of the crop whose valid core pass gives a ``w x w`` feature window."""
+        return self.d * (self.p * (w + 2 * self.R2) + 2 * self.R1)
+
+    def crop_origin(self, q0: torch.Tensor) -> torch.Tensor:
+        """Input-pixel origin of the crop whose first valid output is feature pixel ``q0``."""
+        return self.d * (self.p * (q0 - self.R2) - self.R1)
+
+    @property
+    def half_width(self) -> float:
+        """Receptive-field radius in input pixels."""
+        return float(self.d * (self.p * self.R2 + self.R1))
+
     def _features_valid(self, crops: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
-        """Valid core pass on stimulus crops ``(B, h, w)`` (input pixels, ``h, w`` multiples of
-        ``d``) -> ``(B, F, O, h/d - 2R, w/d - 2R)``."""
+        """Valid core pass on stimulus crops ``(B, h, w)`` (input pixels, sized by
+        :meth:`crop_size`) -> ``(B, F, O, w, w)``."""
         x = self.input_transform(crops.to(self.device, torch.float32))
         if masks is not None:
             x = x * masks.to(x)
@@ -382,7 +423,7 @@ class EquivariantModel(ResponseModel):
         return torch.cat(out) if out else x.new_zeros(0, self.n_neurons)
 
     def _to_feature_px(self, p: torch.Tensor) -> torch.Tensor:
-        return (p - (self.d - 1) / 2.0) / self.d
+        return (p - (self.stride - 1) / 2.0) / self.stride
 
     def _read_points(self, z: torch.Tensor) -> torch.Tensor:
         h, w = z.shape[-2:]
@@ -401,12 +442,12 @@ class EquivariantModel(ResponseModel):
         return ((xs >= 0) & (xs <= W - 1) & (ys >= 0) & (ys <= H - 1)).float()
 
     def _crop_frame(self, neurons: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Origin (input px) of each neuron's ``d(2R+2)``-wide crop, bilinear fractions, mask."""
+        """Origin (input px) of each neuron's 2x2-feature crop, bilinear fractions, in-image mask."""
         pf = self._to_feature_px(self.centers[neurons.cpu()])
         fl = torch.floor(pf)
         frac = pf - fl
-        origin = (fl - self.R) * self.d
-        return origin, frac, self._mask(origin, self.d * (2 * self.R + 2))
+        origin = self.crop_origin(fl)
+        return origin, frac, self._mask(origin, self.crop_size(2))
 
     def _bilinear(self, z: torch.Tensor, frac: torch.Tensor) -> torch.Tensor:
         """``z (B, F, O, 2, 2)`` -> value at fractional offset ``frac (B, 2)`` (x, y)."""
@@ -423,7 +464,7 @@ class EquivariantModel(ResponseModel):
     @torch.no_grad()
     def diag(self, stimuli: torch.Tensor, neurons: torch.Tensor) -> torch.Tensor:
         x, idx = self._check_diag(stimuli, neurons)
-        s = self.d * (2 * self.R + 2)
+        s = self.crop_size(2)
         out = []
         for b0 in range(0, len(x), self.batch_size):
             nb = idx[b0:b0 + self.batch_size]
@@ -441,7 +482,7 @@ class EquivariantModel(ResponseModel):
         """Render each stimulus directly in its neuron's crop (no full image needed)."""
         params = torch.as_tensor(params, dtype=torch.float32)
         neurons = torch.as_tensor(neurons, dtype=torch.long).reshape(-1)
-        s = self.d * (2 * self.R + 2)
+        s = self.crop_size(2)
         out = []
         with torch.no_grad():
             for b0 in range(0, len(params), self.batch_size):
@@ -454,13 +495,13 @@ class EquivariantModel(ResponseModel):
     # ---------------------------------------------------------------- patches (MEIs)
     @property
     def patch_size(self) -> int:
-        """Side (input pixels) of the patch a neuron's receptive field sees: ``d (2R + 1)``."""
-        return self.d * (2 * self.R + 1)
+        """Side (input pixels) of the patch a neuron's receptive field sees (one feature pixel)."""
+        return self.crop_size(1)
 
     def patch_origins(self, neurons: torch.Tensor, centers: torch.Tensor | None = None) -> torch.Tensor:
-        """Top-left input pixel of each neuron's patch: its nearest feature pixel minus ``R``."""
+        """Top-left input pixel of each neuron's patch (the crop of its nearest feature pixel)."""
         c = self._centers_for(torch.as_tensor(neurons, dtype=torch.long).reshape(-1), centers)
-        return (torch.round(self._to_feature_px(c)) - self.R) * self.d
+        return self.crop_origin(torch.round(self._to_feature_px(c)))
 
     def diag_patches(self, patches: torch.Tensor, neurons: torch.Tensor, centers: torch.Tensor | None = None,
                      grad: bool = False) -> torch.Tensor:
@@ -491,12 +532,13 @@ class EquivariantModel(ResponseModel):
     # ---------------------------------------------------------------- the shared bank
     def bank_shape(self, window: int) -> tuple[int, int]:
         """Input-pixel size of centred bank stimuli for a ``(2·window+1)^2`` feature window."""
-        s = self.d * (2 * (self.R + window) + 1)
+        s = self.crop_size(2 * window + 1)
         return (s, s)
 
     def bank_center(self, window: int) -> float:
-        """Input coordinate (x = y) of the stimulus centre in a bank patch."""
-        return self.d * (self.R + window) + (self.d - 1) / 2.0
+        """Input coordinate (x = y) of the stimulus centre in a bank patch (the centre of its
+        middle feature pixel)."""
+        return self.d * (self.p * (window + self.R2) + self.R1 + (self.p - 1) / 2.0) + (self.d - 1) / 2.0
 
     @torch.no_grad()
     def bank(self, patches: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
@@ -504,7 +546,7 @@ class EquivariantModel(ResponseModel):
         :meth:`bank_center`) -> ``(M, F, O, 2·window+1, 2·window+1)``.
 
         Entry ``[..., window - e_y, window - e_x]`` is what a neuron reads when the stimulus is
-        centred ``d·e`` input pixels from its RF centre (translation equivariance)."""
+        centred ``stride·e`` input pixels from its RF centre (translation equivariance)."""
         bs = batch_size or self.batch_size
         out = [self._features_valid(patches[i:i + bs]).cpu() for i in range(0, len(patches), bs)]
         return torch.cat(out)
@@ -778,7 +820,7 @@ def _orientations_fast(model: EquivariantModel, J: int) -> np.ndarray:
 
 def _bank_offsets(model: EquivariantModel, grid: Any) -> tuple[np.ndarray, int]:
     """Grid offsets (input px) rounded to whole feature pixels, unique, and the window radius."""
-    offs = np.unique(np.round(grid.offsets() / model.d), axis=0).astype(int)
+    offs = np.unique(np.round(grid.offsets() / model.stride), axis=0).astype(int)
     return offs, int(np.abs(offs).max()) if len(offs) else 0
 
 
@@ -824,7 +866,7 @@ def _gabor_search_fast(model: EquivariantModel, grid: GaborGrid, idx: torch.Tens
     sh = shared[a[:, 0]]
     ang = subs[a[:, 1]] + a[:, 2] * 2 * np.pi / O
     # an offset e at rotation k means the stimulus sits at R_k e (grid aligned with the Gabor)
-    e = offs[a[:, 3]] * model.d
+    e = offs[a[:, 3]] * model.stride
     ck, sk = np.cos(a[:, 2] * 2 * np.pi / O), np.sin(a[:, 2] * 2 * np.pi / O)
     ex = ck * e[:, 0] - sk * e[:, 1]
     ey = sk * e[:, 0] + ck * e[:, 1]
@@ -873,7 +915,7 @@ def _gabor_search_loop(model: ResponseModel, grid: GaborGrid, idx: torch.Tensor,
                        progress: bool, callback: Callback | None, straightforward: bool = False):
     """Generic search: every candidate rendered at every neuron's RF centre, one neuron at a time."""
     eq = isinstance(model, EquivariantModel)
-    cand = gabor_candidates(grid, model.n_rotations if eq else None, model.d if eq else 1)
+    cand = gabor_candidates(grid, model.n_rotations if eq else None, model.stride if eq else 1)
     n = len(idx)
     best = torch.full((n,), -float("inf"))
     best_p = torch.zeros(n, len(GABOR_PARAMS))
@@ -984,8 +1026,8 @@ def optimal_dogs(model: ResponseModel, grid: DogGrid | None = None, neurons: Any
                 m, e = np.divmod(arg[upd].numpy(), len(offs))
                 best[upd] = val[upd]
                 rows = sh[m]
-                best_p[upd] = torch.as_tensor(np.column_stack([c[upd, 0].numpy() + model.d * offs[e, 0],
-                                                               c[upd, 1].numpy() + model.d * offs[e, 1],
+                best_p[upd] = torch.as_tensor(np.column_stack([c[upd, 0].numpy() + model.stride * offs[e, 0],
+                                                               c[upd, 1].numpy() + model.stride * offs[e, 1],
                                                                rows]), dtype=torch.float32)
     else:
         cand = np.array([[ox, oy, *sh] for sh in shared for ox, oy in offs])
@@ -1028,7 +1070,7 @@ def _bank_cluster_scores(model: EquivariantModel, rows: np.ndarray, render_rows:
     neuron reads the candidate rotated to its own orientation (nearest of ``O·J``) at its own
     offset (nearest feature pixel)."""
     N, O = model.n_neurons, model.n_rotations
-    d = model.d
+    d = model.stride
     if angles is None:
         jj = np.zeros(N, int)
         kk = np.zeros(N, int)

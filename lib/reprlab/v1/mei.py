@@ -128,7 +128,7 @@ def neuron_meis(model: ResponseModel, neurons: Any = None, config: MEIConfig | N
     gen = torch.Generator().manual_seed(int(cfg.seed))
     twin = isinstance(model, EquivariantModel)
     if twin:
-        s = model.d * (2 * model.R + 2)  # the crop whose bilinear read is the neuron's response
+        s = model.crop_size(2)  # the crop whose bilinear read-out is the neuron's response
         shape = (s, s)
         origin, frac, mask = model._crop_frame(idx)
     else:
@@ -209,7 +209,7 @@ def cluster_meis(model: EquivariantModel, labels: Any, config: MEIConfig | None 
         raise ValueError("cluster labels must be >= 0")
     K = int(lab.max()) + 1
     s = model.patch_size
-    half = model.d * model.R
+    half = model.half_width
     sigma = 0.85 * half / math.sqrt(2 * (cfg.n_max - 1) + 1) if cfg.n_max > 1 else half / 2
     basis = HermiteBasis((s, s), cfg.n_max, sigma=sigma)
     O, J = model.n_rotations, cfg.angle_substeps
