@@ -12,6 +12,15 @@ from reprlab.v1 import data as D
 from reprlab.v1.simulate import simulate_dataset
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Small tensors: one intra-op thread is faster and does not oversubscribe shared CI cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def datasets():
     return simulate_dataset("smoke", seed=2, n_neurons=40, n_train_images=60, n_validation_images=10,

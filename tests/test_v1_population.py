@@ -11,6 +11,15 @@ from reprlab.v1 import population as P
 from reprlab.v1 import stimuli as S
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Small tensors: one intra-op thread is faster and does not oversubscribe shared CI cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     return torch.from_numpy(S.natural_images(144, seed=11))

@@ -10,6 +10,15 @@ import torch
 from reprlab.v1 import stimuli as S
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """Small tensors: one intra-op thread is faster and does not oversubscribe shared CI cores."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def paper_gabor(shape, rx, ry, sigma, nu, phi, tau, a):
     """Eqs. (1)-(2) literally, in numpy: row index i first, (i', j') = (i - r^x, j - r^y) R(φ)^T."""
     h, w = shape

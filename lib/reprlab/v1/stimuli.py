@@ -267,7 +267,7 @@ def _to_gray01(img: np.ndarray) -> np.ndarray:
     lo, hi = np.percentile(a, 0.5), np.percentile(a, 99.5)
     if hi <= lo:
         hi = lo + 1.0
-    return np.clip((a - lo) / (hi - lo), 0.0, 1.0)
+    return np.clip((a - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
 @lru_cache(maxsize=1)
