@@ -84,7 +84,7 @@ class V1Dataset:
         neuron_ids: int64 ``(n_neurons,)`` unique ids (unique across animals for simulated data).
         animal: name of the animal / scan.
         neuron_meta: per-neuron arrays, first axis ``n_neurons`` (e.g. ``cell_motor_coordinates``
-            (n, 3); simulated data also carries ``family``, ``center``, ``orientation``).
+            (n, 3); simulated data also carries the true ``family`` label for reporting).
         truth: the ground-truth population restricted to these neurons (simulated data), or None.
         info: JSON-able dataset description (image space, seed, scale, provenance).
     """
