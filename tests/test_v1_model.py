@@ -36,11 +36,13 @@ def test_core_is_rotation_equivariant_with_cyclic_orientation_shift(train_mode):
     _check_equivariance(core(x), core(torch.rot90(x, -1, (2, 3))), 3, 8, 1e-4)
 
 
-def test_model_features_with_downsampling_stay_equivariant():
+@pytest.mark.parametrize("downsample,pool", [(2, 1), (1, 2), (2, 2)])
+def test_model_features_with_downsampling_and_pooling_stay_equivariant(downsample, pool):
     torch.manual_seed(1)
-    cfg = default_config([("a", 5)], input_shape=(20, 28), core=dict(features=2, num_rotations=4, kernel_sizes=[7, 3]),
-                         downsample=2)
+    cfg = default_config([("a", 5)], input_shape=(20, 28),
+                         core=dict(features=2, num_rotations=4, kernel_sizes=[7, 3], pool=pool), downsample=downsample)
     model = V1Twin(cfg).eval()
+    assert model.stride == downsample * pool
     x = torch.randn(3, 20, 28)
     f = model.core_features(x).flatten(1, 2)
     model.config["input_shape"] = [28, 20]
@@ -154,3 +156,18 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         V1Twin(default_config([("a", 3), ("a", 2)]))
     with pytest.raises(FileNotFoundError):
         V1Twin.load(tmp_path / "missing.pt")
+
+
+def test_point_readout_matches_grid_sample_values_and_gradients():
+    torch.manual_seed(5)
+    feats = torch.randn(3, 5, 7, 11, dtype=torch.float64, requires_grad=True)
+    grid = (torch.rand(40, 2, dtype=torch.float64) * 1.8 - 0.9).requires_grad_()
+    from reprlab.v1.readouts import point_readout
+
+    ours = point_readout(feats, grid)
+    ref = torch.nn.functional.grid_sample(feats, grid[None].expand(3, -1, -1).unsqueeze(2), align_corners=True,
+                                          padding_mode="border").squeeze(-1)
+    assert torch.allclose(ours, ref, atol=1e-12)
+    g_ours = torch.autograd.grad(ours.square().sum(), [feats, grid])
+    g_ref = torch.autograd.grad(ref.square().sum(), [feats, grid])
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(g_ours, g_ref))

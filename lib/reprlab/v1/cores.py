@@ -122,8 +122,11 @@ class SharedRotationBatchNorm(nn.Module):
 class RotationEquivariantCore(nn.Module):
     """Stack of :class:`HermiteConv2d` + shared batch norm + ELU (Ecker et al. 2019).
 
-    Output: feature maps ``(B, F * O, H, W)`` of the last layer ("same" padding, stride 1),
-    channels feature-major. ``final_nonlinearity`` applies ELU after the last layer too.
+    Output: feature maps ``(B, F * O, H / pool, W / pool)`` of the last layer ("same" padding,
+    stride 1), channels feature-major. ``final_nonlinearity`` applies ELU after the last layer
+    too. ``pool > 1`` average-pools after the first layer (full-resolution first-layer filters,
+    cheaper and larger receptive fields later; 2 x 2 pooling of even-sized maps commutes with
+    90-degree rotations, so equivariance stays exact).
     """
 
     def __init__(
@@ -135,6 +138,7 @@ class RotationEquivariantCore(nn.Module):
         n_max: Sequence[int | None] | None = None,
         final_nonlinearity: bool = True,
         bn_momentum: float = 0.1,
+        pool: int = 1,
     ):
         super().__init__()
         if in_channels < 1 or features < 1:
@@ -148,6 +152,9 @@ class RotationEquivariantCore(nn.Module):
         self.in_channels, self.features, self.num_rotations = in_channels, features, num_rotations
         self.kernel_sizes = kernel_sizes
         self.final_nonlinearity = final_nonlinearity
+        if int(pool) < 1:
+            raise ValueError(f"pool must be a positive int, got {pool}")
+        self.pool = int(pool)
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         for i, k in enumerate(kernel_sizes):
@@ -168,11 +175,15 @@ class RotationEquivariantCore(nn.Module):
             raise ValueError(
                 f"core expects images (B, {self.in_channels}, H, W), got {tuple(x.shape)}"
             )
+        if self.pool > 1 and (x.shape[-2] % self.pool or x.shape[-1] % self.pool):
+            raise ValueError(f"core pool={self.pool} must divide the input size {tuple(x.shape[-2:])}")
         n = len(self.convs)
         for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
             x = norm(conv(x))
             if i < n - 1 or self.final_nonlinearity:
                 x = F.elu(x)
+            if i == 0 and self.pool > 1:
+                x = F.avg_pool2d(x, self.pool)
         return x
 
     def regularizer(self, smoothness: float = 0.0, sparsity: float = 0.0) -> torch.Tensor:

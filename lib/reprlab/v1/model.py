@@ -58,6 +58,7 @@ def default_config(
             "kernel_sizes": [13, 5, 5],
             "n_max": None,
             "final_nonlinearity": True,
+            "pool": 1,
         },
         "readout": {"kind": "gaussian", "positive": False, "nonlinearity": "elu1"},
         "input_shape": [int(input_shape[0]), int(input_shape[1])],
@@ -107,12 +108,15 @@ class V1Twin(nn.Module):
         H, W = (int(s) for s in cfg["input_shape"])
         if ds < 1 or H % ds or W % ds:
             raise ValueError(f"downsample must be a positive divisor of the image size {H}x{W}, got {ds}")
+        pool = int(cfg["core"].get("pool", 1))
+        if pool < 1 or (H // ds) % pool or (W // ds) % pool:
+            raise ValueError(f"core pool={pool} must divide the downsampled image size {H // ds}x{W // ds}")
         kind = cfg["readout"].get("kind", "gaussian")
         if kind not in READOUTS:
             raise ValueError(f"readout kind must be one of {sorted(READOUTS)}, got {kind!r}")
         self.config = cfg
         self.core = RotationEquivariantCore(**cfg["core"])
-        self.feature_shape = (H // ds, W // ds)
+        self.feature_shape = (H // ds // pool, W // ds // pool)
         ro_kwargs = {k: v for k, v in cfg["readout"].items() if k != "kind"}
         self.readouts = nn.ModuleList(
             READOUTS[kind](a["n_neurons"], self.core.out_channels, self.feature_shape,
@@ -136,7 +140,13 @@ class V1Twin(nn.Module):
 
     @property
     def downsample(self) -> int:
+        """Input pooling factor applied before the core."""
         return int(self.config.get("downsample", 1))
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per feature-map pixel (input downsampling x core pooling)."""
+        return self.downsample * self.core.pool
 
     @property
     def n_features(self) -> int:
@@ -168,7 +178,7 @@ class V1Twin(nn.Module):
         return self.readout(animal)(self._features(images), noise)
 
     def core_features(self, images: Any) -> torch.Tensor:
-        """Core feature maps ``(B, F, O, h, w)`` (``h, w`` = input size / ``downsample``)."""
+        """Core feature maps ``(B, F, O, h, w)`` (``h, w`` = input size / :attr:`stride`)."""
         z = self._features(images)
         b, _, h, w = z.shape
         return z.reshape(b, self.n_features, self.n_rotations, h, w)
@@ -182,11 +192,16 @@ class V1Twin(nn.Module):
         return self.readout(animal).bias.detach().clone()
 
     def _feature_to_input_px(self, xy: torch.Tensor) -> torch.Tensor:
-        d = self.downsample
+        d = self.stride
         return xy * d + (d - 1) / 2.0
 
+    def input_px_to_feature_px(self, xy: torch.Tensor) -> torch.Tensor:
+        """Input-image pixels ``(x, y)`` to feature-map pixels."""
+        d = self.stride
+        return (xy - (d - 1) / 2.0) / d
+
     def _input_px_to_grid(self, xy: torch.Tensor) -> torch.Tensor:
-        d = self.downsample
+        d = self.stride
         h, w = self.feature_shape
         f = (xy - (d - 1) / 2.0) / d
         scale = xy.new_tensor([max(w - 1, 1), max(h - 1, 1)])

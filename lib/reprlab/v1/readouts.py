@@ -58,15 +58,38 @@ def inverse_nonlinearity(y: torch.Tensor, kind: str = "elu1") -> torch.Tensor:
     raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {kind!r}")
 
 
+def _bilinear_rows(features: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples at ``grid (N, 2)`` as ``(N, B, C)``: gathers of contiguous ``B * C``
+    rows of the position-major feature table, whose backward is a row-wise ``index_add``."""
+    b, c, h, w = features.shape
+    g = grid.clamp(-1.0, 1.0)
+    xf = (g[:, 0] + 1.0) * 0.5 * (w - 1)
+    yf = (g[:, 1] + 1.0) * 0.5 * (h - 1)
+    x0 = xf.detach().floor().clamp(0, max(w - 2, 0))
+    y0 = yf.detach().floor().clamp(0, max(h - 2, 0))
+    dx, dy = (xf - x0)[:, None, None], (yf - y0)[:, None, None]
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    table = features.permute(2, 3, 0, 1).contiguous().view(h * w, b, c)
+    out = table.index_select(0, y0 * w + x0) * ((1 - dx) * (1 - dy))
+    out = out + table.index_select(0, y0 * w + x1) * (dx * (1 - dy))
+    out = out + table.index_select(0, y1 * w + x0) * ((1 - dx) * dy)
+    return out + table.index_select(0, y1 * w + x1) * (dx * dy)
+
+
 def point_readout(features: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Bilinear feature vectors at points: ``features (B, C, h, w)``, ``grid (N, 2)`` or
-    ``(B, N, 2)`` in ``[-1, 1]`` (x, y) -> ``(B, C, N)``."""
-    b = features.shape[0]
-    if grid.dim() == 2:
-        grid = grid.unsqueeze(0).expand(b, -1, -1)
-    out = F.grid_sample(features, grid.unsqueeze(2), mode="bilinear", align_corners=True,
-                        padding_mode="border")
-    return out.squeeze(-1)
+    ``(B, N, 2)`` in ``[-1, 1]`` (x, y) -> ``(B, C, N)``.
+
+    Same values as ``grid_sample(..., align_corners=True, padding_mode="border")``; for shared
+    points ``(N, 2)`` it is computed by row gathers (the CPU backward of ``grid_sample``
+    dominated the training step for thousands of neurons).
+    """
+    if grid.dim() == 3:  # per-sample points
+        out = F.grid_sample(features, grid.unsqueeze(2), mode="bilinear", align_corners=True,
+                            padding_mode="border")
+        return out.squeeze(-1)
+    return _bilinear_rows(features, grid).permute(1, 2, 0)
 
 
 class _Readout(nn.Module):
@@ -135,8 +158,8 @@ class GaussianReadout(_Readout):
 
     def forward(self, features: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """``features (B, C, h, w)`` -> rates ``(B, N)``; ``noise (N, 2)`` jitters positions."""
-        z = point_readout(features, self.grid(noise))  # (B, C, N)
-        drive = torch.einsum("bcn,nc->bn", z, self.features)
+        z = _bilinear_rows(features, self.grid(noise))  # (N, B, C)
+        drive = torch.bmm(z, self.features[:, :, None])[:, :, 0].T  # (B, N)
         return self.activate(drive)
 
     def positions(self) -> torch.Tensor:

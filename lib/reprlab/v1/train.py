@@ -55,15 +55,15 @@ TRAIN_FORMAT = "reprlab.v1.train/1"
 #: 8 orientations, kernels 13, 5, 5, full resolution, dense factorised readout).
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(
-        features=4, num_rotations=8, kernel_sizes=[9, 5], downsample=2, readout="gaussian",
+        features=4, num_rotations=8, kernel_sizes=[9, 5], downsample=1, pool=2, readout="gaussian",
         batch_size=32, lr=0.01, max_epochs=8, patience=2, lr_decay_steps=1,
     ),
     "default": dict(
-        features=8, num_rotations=8, kernel_sizes=[13, 5, 5], downsample=2, readout="gaussian",
+        features=8, num_rotations=8, kernel_sizes=[13, 5, 5], downsample=1, pool=2, readout="gaussian",
         batch_size=64, lr=0.005, max_epochs=30, patience=3, lr_decay_steps=2,
     ),
     "paper": dict(
-        features=16, num_rotations=8, kernel_sizes=[13, 5, 5], downsample=1, readout="factorized",
+        features=16, num_rotations=8, kernel_sizes=[13, 5, 5], downsample=1, pool=1, readout="factorized",
         batch_size=64, lr=0.005, max_epochs=200, patience=5, lr_decay_steps=3,
     ),
 }
@@ -252,9 +252,9 @@ def twin_config(data: TwinData, scale: str | None = None, **overrides: Any) -> d
     settings.update(overrides)
     settings["scale"] = current_scale(scale)
     H, W = data.image_shape
-    ds = int(settings["downsample"])
-    if H % ds or W % ds:
-        raise ValueError(f"downsample={ds} must divide the image size {H}x{W}")
+    ds, pool = int(settings["downsample"]), int(settings["pool"])
+    if ds < 1 or pool < 1 or H % (ds * pool) or W % (ds * pool):
+        raise ValueError(f"downsample={ds} x pool={pool} must divide the image size {H}x{W}")
     return settings
 
 
@@ -263,7 +263,7 @@ def _model_config(data: TwinData, s: dict[str, Any]) -> dict[str, Any]:
         [(a["name"], a["n_neurons"]) for a in data.animals],
         input_shape=data.image_shape,
         core=dict(features=s["features"], num_rotations=s["num_rotations"], kernel_sizes=list(s["kernel_sizes"]),
-                  n_max=s["n_max"], final_nonlinearity=s["final_nonlinearity"]),
+                  n_max=s["n_max"], final_nonlinearity=s["final_nonlinearity"], pool=int(s["pool"])),
         readout={"kind": s["readout"], "positive": s["positive"], "nonlinearity": s["nonlinearity"],
                  **({"init_sigma": s["init_sigma"]} if s["readout"] == "gaussian" else {})},
         downsample=int(s["downsample"]),
@@ -372,7 +372,7 @@ def fit_twin(
             n = min(len(rows), 20000)
             xy = estimate_rf_centers(data.images[rows[:n]], resp[:n])
             ro = model.readout(a["name"])
-            ro.set_positions(torch.as_tensor((xy - (model.downsample - 1) / 2.0) / model.downsample))
+            ro.set_positions(model.input_px_to_feature_px(torch.as_tensor(xy)))
     for a in data.animals:
         model.readout(a["name"]).init_bias(torch.as_tensor(a["train"][1].mean(0)))
     model.to(dev)
