@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from reprlab.dgp.data import sin_exp_data
 from reprlab.dgp.fit import fit_dgp, make_model, single_thread
 from reprlab.io import atomic_write_json

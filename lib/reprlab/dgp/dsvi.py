@@ -19,8 +19,12 @@ __all__ = ["DSVI", "build_layers"]
 
 
 def build_layers(kernels: Sequence[str] = ("se", "periodic"), n_inducing: int = 10, with_z: bool = True,
-                 z_range: tuple[float, float] = (-1.0, 1.0), n_replicas: int = 1) -> list[GPLayer]:
-    """Layers as in the original work: identity mean inside, zero mean last, ``z`` = linspace."""
+                 z_range: tuple[float, float] = (-1.0, 1.0), n_replicas: int = 1,
+                 inner_mean: str = "identity") -> list[GPLayer]:
+    """Layers as in the original work: identity mean inside, zero mean last, ``z`` = linspace.
+
+    ``inner_mean='zero'`` gives every layer a zero mean (a prior symmetric under ``f → -f``).
+    """
     if len(kernels) < 1:
         raise ValueError("need at least one kernel (one per layer)")
     if int(n_inducing) != n_inducing or int(n_inducing) < 1:
@@ -28,7 +32,7 @@ def build_layers(kernels: Sequence[str] = ("se", "periodic"), n_inducing: int = 
     z0 = torch.linspace(float(z_range[0]), float(z_range[1]), int(n_inducing), dtype=torch.float64)
     out = []
     for i, k in enumerate(kernels):
-        mean = "zero" if i == len(kernels) - 1 else "identity"
+        mean = "zero" if i == len(kernels) - 1 else inner_mean
         out.append(GPLayer(k, mean=mean, z_init=z0 if with_z else None, index=i, n_replicas=n_replicas))
     return out
 

@@ -46,21 +46,25 @@ def single_thread() -> Iterator[None]:
 
 def make_model(scheme: str, kernels: Sequence[str] = ("se", "periodic"), n_inducing: int = 10,
                noise_std: float = 0.01, z_range: tuple[float, float] = (-1.0, 1.0),
-               random_state: int = 0, device=None, n_replicas: int = 1, **kwargs) -> DeepGP:
+               random_state: int = 0, device=None, n_replicas: int = 1, inner_mean: str = "identity",
+               **kwargs) -> DeepGP:
     """A DGP of the given ``scheme`` (see :data:`SCHEMES`) with the original initialisation.
 
-    ``n_replicas`` independent copies are trained side by side (e.g. the trials of Table 1).
+    ``n_replicas`` independent copies are trained side by side (e.g. the trials of Table 1);
+    ``inner_mean`` is the mean function of the inner layers ('identity' as in the paper, or 'zero').
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {sorted(SCHEMES)}, got {scheme!r}")
     torch.manual_seed(int(random_state))
     if scheme == "ipail":
-        layers = build_layers(kernels, n_inducing, with_z=False, z_range=z_range, n_replicas=n_replicas)
+        layers = build_layers(kernels, n_inducing, with_z=False, z_range=z_range, n_replicas=n_replicas,
+                              inner_mean=inner_mean)
         z0 = torch.linspace(z_range[0], z_range[1], int(n_inducing), dtype=torch.float64)
         g = torch.Generator().manual_seed(int(random_state))
         model = InducingLocationsDGP(layers, z0, noise_std=noise_std, generator=g, **kwargs)
     else:
-        layers = build_layers(kernels, n_inducing, with_z=True, z_range=z_range, n_replicas=n_replicas)
+        layers = build_layers(kernels, n_inducing, with_z=True, z_range=z_range, n_replicas=n_replicas,
+                              inner_mean=inner_mean)
         if scheme == "dsvi":
             model = DSVI(layers, noise_std=noise_std, **kwargs)
         elif scheme == "joint":
