@@ -60,6 +60,15 @@ def test_glm_solution_equals_scikit_learn_poisson_regressor(planted):
         assert sk.intercept_ == pytest.approx(fit.intercept_[n], abs=2e-3)
 
 
+def test_warm_started_penalty_path_equals_independent_solves(planted):
+    imgs, Y = planted["imgs"], planted["Y"]
+    cold = PoissonGLM(downsample=2, tol=1e-8, max_iter=300, warm_start=1).fit(imgs[:2000], Y[:2000], imgs[2000:2200],
+                                                                              Y[2000:2200])
+    warm = planted["fit"]
+    assert np.allclose(cold.val_loglik_, warm.val_loglik_, atol=2e-4)
+    assert np.abs(cold.coef_ - warm.coef_).max() < 2e-3
+
+
 def test_penalty_choice_follows_validation_likelihood(planted):
     fit = planted["fit"]
     assert np.array_equal(fit.alpha_index_, fit.val_loglik_.argmax(1))

@@ -127,3 +127,30 @@ def test_bad_inputs_raise_clear_errors(data, tmp_path):
 def _fields(ds):
     return dict(images=ds.images, responses=ds.responses, trial_image=ds.trial_image, tiers=ds.tiers,
                 neuron_ids=ds.neuron_ids, animal=ds.animal, neuron_meta=ds.neuron_meta)
+
+
+def test_cli_simulate_then_fit_reports_twin_glm_and_families(tmp_path, capsys):
+    import json
+
+    from reprlab.cli import main
+
+    data = tmp_path / "data"
+    assert main(["v1", "simulate", "--scale", "smoke", "--out", str(data), "--json"]) == 0
+    sim = json.loads(capsys.readouterr().out)
+    assert sim["n_animals"] == len(list(data.iterdir())) >= 2
+    model_path = tmp_path / "twin.pt"
+    assert main(["v1", "fit", str(data), "--out", str(model_path), "--scale", "smoke", "--max-epochs", "2",
+                 "--quiet", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["data"]["n_neurons"] == sim["n_neurons"]
+    twin, glm = rep["twin"], rep["glm"]
+    for key in ("median_test_correlation", "median_oracle_correlation", "median_fraction_of_oracle", "median_fev"):
+        assert key in twin and key in glm
+    assert twin["epochs"] == 2 and twin["seconds_per_epoch"] > 0
+    assert 0.0 < twin["median_oracle_correlation"] <= 1.0
+    fams = rep["by_family"]
+    assert "simple" in fams and "complex" in fams and "glm_fraction_of_oracle" in fams["simple"]
+    assert V1Twin.load(model_path).animals == [p.name for p in sorted(data.iterdir())]
+    # a bad folder is a user error (exit code 2), not a traceback
+    assert main(["v1", "fit", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.pt"), "--json"]) == 2
+    assert "error" in json.loads(capsys.readouterr().out)
