@@ -174,3 +174,6 @@ def register(verbs: Any) -> None:
     _add_simulate(verbs)
     _add_fit(verbs)
     _add_twin(verbs)
+    from reprlab.v1.twin_clustering import add_cluster_verb  # ch6: `v1 cluster MODEL --out DIR`
+
+    add_cluster_verb(verbs)

@@ -35,6 +35,7 @@ Predict = Callable[[np.ndarray], np.ndarray]
 Response = Callable[[np.ndarray], np.ndarray]
 
 __all__ = [
+    "PRESETS",
     "BlockArrangement",
     "ClusterConfusion",
     "GMMSelection",
@@ -44,12 +45,14 @@ __all__ = [
     "angle_recovery",
     "circular_correlation",
     "cluster_confusion_matrix",
+    "embed",
     "greedy_blocks",
     "merge_labels",
     "mei_confusion_matrix",
     "permute_across_neurons",
     "permute_within_neurons",
     "rotate_shift_images",
+    "rotation_invariant_clustering",
     "select_n_components",
 ]
 
@@ -772,3 +775,175 @@ def adjusted_rand(labels: Any, true_labels: Any) -> float:
     if ok.sum() < 2:
         raise ValueError("need at least 2 labelled neurons for the adjusted Rand index")
     return float(adjusted_rand_score(b[ok], a[ok]))
+
+
+# --------------------------------------------------------------------------------------------
+# The whole chapter-6 analysis on plain arrays
+# --------------------------------------------------------------------------------------------
+
+#: Sizes per scale for :func:`rotation_invariant_clustering`. ``paper``: the ICLR paper's sweep
+#: (20 β × 3 restarts), GMM sizes up to 150 and k-means with 50 clusters (digital-twin paper).
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": dict(n_betas=4, n_init=1, max_epochs=150, finetune_epochs=10, sweep_subsample=512,
+                  gmm_components=(2, 4, 6, 8, 12, 16), gmm_n_init=1, kmeans_clusters=50, tsne_iter=250,
+                  perplexity=15.0, n_images=200),
+    "default": dict(n_betas=10, n_init=2, max_epochs=400, finetune_epochs=50, sweep_subsample=1024,
+                    gmm_components=(5, 10, 15, 20, 30, 40, 60, 80), gmm_n_init=2, kmeans_clusters=50,
+                    tsne_iter=500, perplexity=30.0, n_images=1000),
+    "paper": dict(n_betas=20, n_init=3, max_epochs=1000, finetune_epochs=100, sweep_subsample=4096,
+                  gmm_components=(10, 20, 30, 50, 75, 100, 125, 150), gmm_n_init=3, kmeans_clusters=50,
+                  tsne_iter=750, perplexity=30.0, n_images=5000),
+}
+
+
+def rotation_invariant_clustering(
+    readouts: Any,
+    predict: Predict | None = None,
+    *,
+    families: Any = None,
+    orientations: Any = None,
+    method: str = "gmm",
+    n_clusters: int | None = None,
+    block_threshold: float = 0.5,
+    controls: bool = True,
+    scale: str | None = None,
+    random_state: int = 0,
+    progress: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Chapter 6 end to end on readouts (N, F, O): align, cluster, embed, confusion, controls, truth.
+
+    1. :class:`~reprlab.v1.align.RotationAligner` (β sweep of ``n_betas`` log-spaced values in
+       [0.001, 10], ``n_init`` restarts) → aligned readouts R̃ and angles.
+    2. :func:`select_n_components` on R̃ (Fig. 5); clustering with ``method`` 'gmm' (K = the
+       held-out-likelihood optimum unless ``n_clusters``) or 'kmeans' (K = ``n_clusters`` or 50),
+       capped at N // 3 so clusters are not tiny.
+    3. :class:`ReadoutTSNE` of R̃ (Fig. 6).
+    4. With ``predict``: :func:`cluster_confusion_matrix` of the cluster means and
+       :func:`greedy_blocks` at ``block_threshold`` (Fig. 7 left); labels merged into blocks.
+    5. ``controls``: the appendix-A controls (features permuted within / across neurons) aligned,
+       clustered with the same K and embedded (Figs. A1-A3).
+    6. With ``families`` (N,): ARI of clusters, of blocks and of the controls against them; with
+       ``orientations`` (N,, radians in [0, π), NaN for unoriented neurons): circular correlation
+       of the angles with the orientations within each family (period π; see :func:`angle_recovery`).
+
+    ``overrides`` update the scale preset (:data:`PRESETS`). Returns a dict of arrays, fitted
+    objects and JSON-able ``scores``.
+    """
+    import time
+
+    from reprlab.scales import pick
+    from reprlab.v1.align import RotationAligner, as_readouts
+
+    cfg = pick(PRESETS, scale, **overrides)
+    R = as_readouts(readouts, None, name="readouts").astype(np.float64)
+    N, F, O = R.shape
+    if N < 8:
+        raise ValueError(f"need at least 8 neurons for clustering and embedding, got {N}")
+    fam = None if families is None else np.asarray(families).ravel()
+    if fam is not None and fam.shape != (N,):
+        raise ValueError(f"families must have shape ({N},), got {fam.shape}")
+    ori = None if orientations is None else np.asarray(orientations, dtype=np.float64).ravel()
+    if ori is not None and ori.shape != (N,):
+        raise ValueError(f"orientations must have shape ({N},), got {ori.shape}")
+    if method not in ("gmm", "kmeans"):
+        raise ValueError(f"method must be 'gmm' or 'kmeans', got {method!r}")
+    timing: dict[str, float] = {}
+    out: dict[str, Any] = {"config": dict(cfg, method=method, block_threshold=block_threshold)}
+    betas = tuple(float(b) for b in np.logspace(-3, 1, int(cfg["n_betas"])))
+
+    def align(X: np.ndarray, seed: int) -> Any:
+        return RotationAligner(betas=betas, n_init=int(cfg["n_init"]), max_epochs=int(cfg["max_epochs"]),
+                               finetune_epochs=int(cfg["finetune_epochs"]),
+                               sweep_subsample=int(cfg["sweep_subsample"]), random_state=seed,
+                               progress=progress).fit(X)
+
+    t0 = time.perf_counter()
+    al = align(R, random_state)
+    A = al.transform()
+    timing["align"] = time.perf_counter() - t0
+    out.update(aligner=al, aligned=A, angles=al.angles_)
+
+    t0 = time.perf_counter()
+    ks = tuple(k for k in cfg["gmm_components"] if k <= max(1, int(2 / 3 * N) // 2))
+    sel = select_n_components(A, ks, n_init=int(cfg["gmm_n_init"]), random_state=random_state, progress=progress)
+    cap = max(2, N // 3)
+    K = int(n_clusters) if n_clusters is not None else (sel.best if method == "gmm" else int(cfg["kmeans_clusters"]))
+    K = min(K, cap)
+    clus = ReadoutClustering(method, K, n_init=int(cfg["gmm_n_init"]) if method == "gmm" else 10,
+                             random_state=random_state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        clus.fit(A)
+    timing["cluster"] = time.perf_counter() - t0
+    out.update(selection=sel, clustering=clus, labels=clus.labels_, centers=clus.centers_)
+
+    t0 = time.perf_counter()
+    tsne = ReadoutTSNE(perplexity=float(cfg["perplexity"]), n_iter=int(cfg["tsne_iter"]),
+                       random_state=random_state).fit(A)
+    timing["embed"] = time.perf_counter() - t0
+    out.update(tsne=tsne, embedding=tsne.embedding_)
+
+    scores: dict[str, Any] = {
+        "n_neurons": N, "n_features": F, "n_orientations": O,
+        "temperature": al.temperature_, "beta": al.beta_, "alignment_loss": al.alignment_loss_,
+        "gmm_best_k": sel.best, "gmm_plateau_k": sel.plateau(), "n_clusters": clus.n_clusters_,
+        "empty_clusters": clus.empty_clusters_.size, "small_clusters": clus.small_clusters_.size,
+    }
+    if predict is not None:
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            conf = cluster_confusion_matrix(clus.centers_, predict)
+        blocks = greedy_blocks(conf.matrix, threshold=block_threshold)
+        merged = merge_labels(clus.labels_, blocks.labels)
+        timing["confusion"] = time.perf_counter() - t0
+        out.update(confusion=conf, blocks=blocks, block_labels=merged)
+        scores["n_blocks"] = blocks.n_blocks
+    if fam is not None:
+        scores["ari_clusters"] = adjusted_rand(clus.labels_, fam)
+        scores["ari_raw_clusters"] = adjusted_rand(
+            ReadoutClustering(method, K, n_init=1 if method == "gmm" else 10, random_state=random_state)
+            .fit(R).labels_, fam) if _n_distinct(R.reshape(N, -1)) >= K else float("nan")
+        if predict is not None:
+            scores["ari_blocks"] = adjusted_rand(out["block_labels"], fam)
+    if ori is not None:
+        ok = np.isfinite(ori)
+        groups = fam if fam is not None else np.zeros(N, int)
+        rec = angle_recovery(al.angles_[ok], ori[ok], groups[ok], period=math.pi)
+        out["angle_recovery"] = rec
+        scores["angle_corr_weighted"] = rec["weighted"]
+        scores["angle_corr_pooled"] = rec["pooled"]
+        scores["angle_corr_abs_weighted"] = float(
+            sum(abs(v) * rec["sizes"][k] for k, v in rec["per_group"].items()) / max(1, sum(rec["sizes"].values()))
+        ) if rec["per_group"] else float("nan")
+
+    if controls:
+        t0 = time.perf_counter()
+        ctrl: dict[str, Any] = {}
+        for name, fn in (("within", permute_within_neurons), ("across", permute_across_neurons)):
+            Rc = fn(R, random_state=random_state)
+            alc = align(Rc, random_state)
+            Ac = alc.transform()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                cc = ReadoutClustering(method, K, n_init=int(cfg["gmm_n_init"]) if method == "gmm" else 10,
+                                       random_state=random_state).fit(Ac)
+            emb = ReadoutTSNE(perplexity=float(cfg["perplexity"]), n_iter=int(cfg["tsne_iter"]),
+                              random_state=random_state).fit(Ac).embedding_
+            entry = {"aligned": Ac, "labels": cc.labels_, "embedding": emb,
+                     "alignment_loss": alc.alignment_loss_}
+            if fam is not None:
+                entry["ari"] = adjusted_rand(cc.labels_, fam)
+                scores[f"ari_control_{name}"] = entry["ari"]
+            ctrl[name] = entry
+        timing["controls"] = time.perf_counter() - t0
+        out["controls"] = ctrl
+    scores["seconds"] = {k: round(v, 2) for k, v in timing.items()}
+    out["scores"] = scores
+    return out
+
+
+def embed(X: Any, perplexity: float = 30.0, random_state: int = 0, n_iter: int = 500) -> np.ndarray:
+    """2-D t-SNE coordinates of the rows of ``X`` (shortcut for :class:`ReadoutTSNE`)."""
+    return ReadoutTSNE(perplexity=perplexity, n_iter=n_iter, random_state=random_state).fit(X).embedding_

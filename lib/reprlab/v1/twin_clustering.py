@@ -1,0 +1,342 @@
+"""Chapter 6 on the digital twin: rotation-invariant clustering of a fitted twin's readouts.
+
+Glue between :class:`reprlab.v1.model.V1Twin` (and its simulated datasets) and the array-level
+analysis of :mod:`reprlab.v1.cluster`:
+
+* :func:`twin_readouts` - the feature weights ``r_n`` of all animals, (N, F, O);
+* :func:`centre_predictor` - the ``predict(feature_weights (K, F, O)) -> (n_images, K)`` callable
+  of the cluster confusion matrix: hypothetical neurons read out at the image centre, with the
+  core's features at that point computed once for the image set;
+* :func:`twin_truth` - ground-truth families and preferred orientations of simulated neurons in
+  the model's neuron order;
+* :func:`cluster_twin` - all of it plus :func:`reprlab.v1.cluster.rotation_invariant_clustering`;
+* :func:`write_cluster_bundle` - the results as a ``v1-clusters`` bundle (:mod:`reprlab.io`);
+* :func:`add_cluster_verb` - ``python -m reprlab v1 cluster MODEL --out DIR [--data FOLDER]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["add_cluster_verb", "centre_features", "centre_predictor", "cluster_twin", "image_rotation_sign",
+           "load_or_fit_twin", "mei_confusion_twin", "twin_readouts", "twin_truth", "write_cluster_bundle"]
+
+BUNDLE_KIND = "v1-clusters"
+
+
+def twin_readouts(model: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Feature weights of all neurons ``(N, F, O)`` (animals in model order) and each one's animal."""
+    parts, names = [], []
+    for a in model.animals:
+        w = model.readout_weights(a).cpu().numpy()
+        parts.append(w)
+        names.extend([a] * w.shape[0])
+    return np.concatenate(parts).astype(np.float32), np.asarray(names)
+
+
+def centre_features(model: Any, images: Any, batch_size: int = 128) -> Any:
+    """Core feature vectors at the image centre, ``(n_images, F, O)`` float64 tensor (eval mode)."""
+    import torch
+
+    from reprlab.v1.readouts import point_readout
+
+    imgs = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    if imgs.dim() != 3 or imgs.shape[0] < 1:
+        raise ValueError(f"images must be (n, H, W), got shape {tuple(imgs.shape)}")
+    H, W = model.input_shape
+    centre = torch.tensor([[(W - 1) / 2.0, (H - 1) / 2.0]])
+    was = model.training
+    model.eval()
+    feats = []
+    try:
+        with torch.no_grad():
+            for s in range(0, imgs.shape[0], batch_size):
+                z = model.core_features(imgs[s : s + batch_size])  # (B, F, O, h, w)
+                B, Fd, O, h, w = z.shape
+                f = model.input_px_to_feature_px(centre.to(z.device))
+                grid = f / f.new_tensor([max(w - 1, 1), max(h - 1, 1)]) * 2.0 - 1.0
+                feats.append(point_readout(z.reshape(B, Fd * O, h, w), grid.clamp(-1, 1))[:, :, 0].cpu())
+    finally:
+        model.train(was)
+    return torch.cat(feats).double().reshape(-1, model.n_features, model.n_rotations)
+
+
+def centre_predictor(model: Any, images: Any, batch_size: int = 128, bias: float | None = None):
+    """``predict(w (K, F, O)) -> (n_images, K)``: twin rates of hypothetical neurons with feature
+    weights ``w``, all read out at the image centre (so only their features differ).
+
+    The core's feature vector at the centre is computed once per image (O(n_images) core passes);
+    each call is then a (n_images, F·O) × (F·O, K) product and the output nonlinearity. ``bias``
+    defaults to the mean readout bias of the model's neurons.
+    """
+    import torch
+
+    from reprlab.v1.readouts import output_nonlinearity
+
+    if np.shape(images)[0] < 2:
+        raise ValueError(f"need at least 2 images, got shape {np.shape(images)}")
+    Phi = centre_features(model, images, batch_size).reshape(np.shape(images)[0], -1)
+    if bias is None:
+        bias = float(np.mean([model.readout_bias(a).mean().item() for a in model.animals]))
+    kind = model.config["readout"].get("nonlinearity", "elu1")
+    K_expected = (model.n_features, model.n_rotations)
+
+    def predict(weights: np.ndarray) -> np.ndarray:
+        w = torch.as_tensor(np.asarray(weights), dtype=torch.float64)
+        if w.dim() != 3 or tuple(w.shape[1:]) != K_expected:
+            raise ValueError(f"feature weights must be (K, {K_expected[0]}, {K_expected[1]}), got {tuple(w.shape)}")
+        return output_nonlinearity(Phi @ w.reshape(w.shape[0], -1).T + bias, kind).numpy()
+
+    return predict
+
+
+def image_rotation_sign(model: Any, seed: int = 0) -> int:
+    """+1 if rotating an image by +2π/O with :func:`~reprlab.v1.cluster.rotate_shift_images`
+    (counter-clockwise as displayed) shifts the core's centre features like a readout rotation by
+    +2π/O in :mod:`reprlab.v1.align` (``r(α)[k] = r[k + 1]``), else -1.
+
+    Then a neuron whose readout is aligned by angle α prefers images rotated by ``sign · α``
+    (up to a per-class offset), which is what :func:`mei_confusion_twin` uses.
+    """
+    import torch
+
+    from reprlab.v1.cluster import rotate_shift_images
+    from reprlab.v1.stimuli import natural_images
+
+    H, W = model.input_shape
+    O = model.n_rotations
+    imgs = natural_images(4, (H, W), seed=seed)
+    y, x = np.mgrid[:H, :W]
+    win = np.exp(-(((x - (W - 1) / 2) ** 2 + (y - (H - 1) / 2) ** 2) / (2 * (min(H, W) / 5) ** 2)))
+    imgs = (imgs * win).astype(np.float32)
+    c = ((H - 1) / 2.0, (W - 1) / 2.0)
+    rot = rotate_shift_images(imgs, 2 * np.pi / O, c, c)
+    a, b = centre_features(model, imgs), centre_features(model, rot)
+    # readout rotation by +2π/O: (S r)[k] = r[k + 1]; Σ_k r[k] Φ_rot[k] = Σ_k (S r)[k] Φ[k] iff Φ_rot[k] = Φ[k - 1]
+    err_plus = float(((b - torch.roll(a, 1, dims=-1)) ** 2).sum())
+    err_minus = float(((b - torch.roll(a, -1, dims=-1)) ** 2).sum())
+    return 1 if err_plus <= err_minus else -1
+
+
+def twin_truth(model: Any, datasets: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Ground truth in the model's neuron order: ``families`` (N,) names and ``orientations`` (N,)
+    preferred orientations in [0, π) (NaN for unoriented families such as DoG cells)."""
+    by_name = {ds.animal: ds for ds in datasets}
+    fams, oris = [], []
+    for a in model.animals:
+        ds = by_name.get(a)
+        if ds is None or getattr(ds, "truth", None) is None:
+            raise ValueError(f"no simulated ground truth for animal {a!r}; datasets have {sorted(by_name)}")
+        truth = ds.truth
+        if len(truth) != model.n_neurons(a):
+            raise ValueError(f"animal {a!r}: model has {model.n_neurons(a)} neurons, truth has {len(truth)}")
+        ori = truth.orientation.cpu().numpy().astype(np.float64)
+        ori[~truth.oriented.cpu().numpy()] = np.nan
+        fams.append(truth.family)
+        oris.append(np.mod(ori, np.pi))
+    return {"families": np.concatenate(fams), "orientations": np.concatenate(oris)}
+
+
+def training_images(datasets: Sequence[Any], n: int) -> np.ndarray:
+    """Up to ``n`` distinct training images of the first dataset (the confusion-matrix image set)."""
+    ds = datasets[0]
+    rows = np.unique(ds.trial_image[np.asarray(ds.tiers) == "train"])
+    return np.asarray(ds.images[rows[:n]], dtype=np.float32)
+
+
+def cluster_twin(
+    model: Any,
+    datasets: Sequence[Any] | None = None,
+    images: Any = None,
+    scale: str | None = None,
+    seed: int = 0,
+    method: str = "gmm",
+    progress: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Chapter 6 on a fitted twin: :func:`~reprlab.v1.cluster.rotation_invariant_clustering` of its
+    readouts with the centre predictor on ``images`` (default: training images of ``datasets``, or
+    natural images from :mod:`reprlab.v1.stimuli`) and, for simulated ``datasets``, ground truth."""
+    from reprlab.scales import pick
+    from reprlab.v1.cluster import PRESETS, rotation_invariant_clustering
+
+    cfg = pick(PRESETS, scale, **overrides)
+    R, animal = twin_readouts(model)
+    if images is None:
+        if datasets:
+            images = training_images(datasets, int(cfg["n_images"]))
+        else:
+            from reprlab.v1.stimuli import natural_images
+
+            images = natural_images(int(cfg["n_images"]), tuple(model.input_shape), seed=seed)
+    truth = twin_truth(model, datasets) if datasets and all(getattr(d, "truth", None) is not None
+                                                            for d in datasets) else {}
+    res = rotation_invariant_clustering(
+        R, centre_predictor(model, images), families=truth.get("families"),
+        orientations=truth.get("orientations"), method=method, scale=scale, random_state=seed,
+        progress=progress, **overrides,
+    )
+    res.update(readouts=R, animal=animal, truth=truth, n_images=int(np.shape(images)[0]))
+    return res
+
+
+def mei_confusion_twin(
+    model: Any,
+    result: dict[str, Any],
+    test_correlation: Any,
+    min_correlation: float = 0.7,
+    max_neurons: int | None = 60,
+    scale: str | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Paper Fig. 7 (right) on the twin: MEI confusion matrix of well-predicted neurons.
+
+    Neurons with test correlation ≥ ``min_correlation`` (the paper's 0.7; the best
+    ``max_neurons`` of them) get per-neuron MEIs (:func:`reprlab.v1.mei.neuron_meis`); the MEI of
+    neuron i is rotated by ``sign · (α_j - α_i)`` (alignment angles, ``sign`` from
+    :func:`image_rotation_sign`; also tried +π, keeping the larger response) and moved from i's to
+    j's receptive-field centre, and ``M[i, j]`` is the twin's response of j divided by j's response
+    to its own MEI. Rows/columns are ordered by the confusion-matrix blocks of ``result``.
+    Returns ``{'matrix', 'neurons', 'blocks', 'meis', 'sign'}``.
+    """
+    import torch
+
+    from reprlab.v1.cluster import mei_confusion_matrix
+    from reprlab.v1.insilico import EquivariantModel
+    from reprlab.v1.mei import mei_config, neuron_meis
+
+    tc = np.asarray(test_correlation, dtype=np.float64).ravel()
+    angles = np.asarray(result["angles"], dtype=np.float64)
+    if tc.shape != angles.shape:
+        raise ValueError(f"test_correlation must have one value per neuron ({angles.size}), got {tc.shape}")
+    idx = np.flatnonzero(np.nan_to_num(tc, nan=-1.0) >= min_correlation)
+    if idx.size < 2:
+        raise ValueError(f"only {idx.size} neuron(s) with test correlation >= {min_correlation}; lower min_correlation")
+    if max_neurons is not None and idx.size > max_neurons:
+        idx = idx[np.argsort(-tc[idx])[:max_neurons]]
+    blocks = np.asarray(result.get("block_labels", result["labels"]))[idx]
+    idx, blocks = idx[np.argsort(blocks, kind="stable")], np.sort(blocks, kind="stable")
+    view = EquivariantModel.from_twin(model)
+    meis = neuron_meis(view, idx, mei_config(scale, seed=seed), progress=progress).images
+    sign = image_rotation_sign(model, seed)
+    xy = view.centers[idx].numpy()
+    centers_rc = np.stack([xy[:, 1], xy[:, 0]], 1)
+
+    def response(images: np.ndarray) -> np.ndarray:
+        return view.responses(torch.as_tensor(images)).numpy()
+
+    M = mei_confusion_matrix(meis, response, centers_rc, sign * angles[idx], neuron_index=idx,
+                             extra_rotations=(0.0, np.pi), progress=progress)
+    return {"matrix": M, "neurons": idx, "blocks": blocks, "meis": meis, "sign": sign}
+
+
+def load_or_fit_twin(scale: str | None = None, seed: int = 0, model_path: str | os.PathLike | None = None,
+                     progress: bool = True, **fit_overrides: Any) -> tuple[Any, list]:
+    """The simulated datasets of ``scale``/``seed`` and a twin fitted to them.
+
+    ``model_path``: load the model from there if the file exists, otherwise fit
+    (:func:`reprlab.v1.train.fit_twin` with ``fit_overrides``, e.g. ``max_epochs``) and save it
+    there (None: fit, do not save).
+    """
+    from reprlab.v1.model import V1Twin
+    from reprlab.v1.simulate import simulate_dataset
+    from reprlab.v1.train import fit_twin
+
+    datasets = simulate_dataset(scale=scale, seed=seed)
+    if model_path is not None and Path(model_path).is_file():
+        return V1Twin.load(model_path, device="cpu"), datasets
+    model, _ = fit_twin(datasets, scale=scale, seed=seed, progress=progress, **fit_overrides)
+    if model_path is not None:
+        model.save(model_path)
+    return model, datasets
+
+
+def write_cluster_bundle(result: dict[str, Any], out: str | os.PathLike, config: dict | None = None) -> Path:
+    """Write a ``v1-clusters`` bundle: ``neurons/{readout,aligned,angle,label,block,embedding,animal}``,
+    ``clusters/{center,confusion,rotation,order,block}``, ``gmm/*``, ``controls/<name>/*`` arrays and
+    the ``scores``, ``sweep`` documents (atomic, via :func:`reprlab.io.write_bundle`)."""
+    from reprlab.io import to_jsonable, write_bundle
+
+    arrays: dict[str, np.ndarray] = {
+        "neurons/readout": np.asarray(result["readouts"], np.float32),
+        "neurons/aligned": np.asarray(result["aligned"], np.float32),
+        "neurons/angle": np.asarray(result["angles"], np.float32),
+        "neurons/label": np.asarray(result["labels"], np.int64),
+        "neurons/embedding": np.asarray(result["embedding"], np.float32),
+        "neurons/animal": np.asarray(result["animal"]).astype("U"),
+        "clusters/center": np.asarray(result["centers"], np.float32),
+        "gmm/n_components": np.asarray(result["selection"].n_components, np.int64),
+        "gmm/test_ll": np.asarray(result["selection"].test_ll, np.float64),
+        "gmm/train_ll": np.asarray(result["selection"].train_ll, np.float64),
+    }
+    if "confusion" in result:
+        arrays.update({
+            "clusters/confusion": np.asarray(result["confusion"].matrix, np.float32),
+            "clusters/rotation": np.asarray(result["confusion"].rotation, np.float32),
+            "clusters/order": np.asarray(result["blocks"].order, np.int64),
+            "clusters/block": np.asarray(result["blocks"].labels, np.int64),
+            "neurons/block": np.asarray(result["block_labels"], np.int64),
+        })
+    for key, val in (result.get("truth") or {}).items():
+        arrays[f"truth/{key}"] = np.asarray(val).astype("U") if key == "families" else np.asarray(val, np.float32)
+    for name, c in (result.get("controls") or {}).items():
+        arrays[f"controls/{name}/label"] = np.asarray(c["labels"], np.int64)
+        arrays[f"controls/{name}/embedding"] = np.asarray(c["embedding"], np.float32)
+    documents = {"scores": to_jsonable(result["scores"]), "sweep": to_jsonable(result["aligner"].sweep_)}
+    return write_bundle(out, BUNDLE_KIND, arrays=arrays, documents=documents,
+                        config={**to_jsonable(result.get("config", {})), **(config or {})})
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_cluster_verb(verbs: Any) -> None:
+    """Register ``v1 cluster MODEL --out DIR [--data FOLDER] [--method gmm|kmeans]``."""
+    from reprlab.cli import add_json_flag
+
+    p = verbs.add_parser("cluster", help="ch6: align, cluster and embed a fitted twin's readouts; confusion "
+                                         "matrices, controls, scores against the simulated truth")
+    p.add_argument("model", help="fitted twin model file (V1Twin.save, e.g. from `v1 fit`)")
+    p.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
+    p.add_argument("--data", default=None, help="the simulated data folder the twin was fitted on "
+                                                "(training images and ground truth for the scores)")
+    p.add_argument("--method", choices=("gmm", "kmeans"), default="gmm")
+    p.add_argument("--scale", default=None, help="smoke | default | paper (default: $REPRLAB_SCALE or 'default')")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-controls", action="store_true", help="skip the appendix-A controls")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_json_flag(p)
+    p.set_defaults(handler=_cluster)
+
+
+def _cluster(args: argparse.Namespace) -> dict:
+    from reprlab.v1.model import V1Twin
+
+    path = Path(args.model)
+    if not path.is_file():
+        raise FileNotFoundError(f"expected a twin model file at {path}, found nothing")
+    model = V1Twin.load(path, device="cpu")
+    datasets = None
+    if args.data:
+        from reprlab.v1.data import read_sensorium
+
+        data = Path(args.data)
+        if not data.is_dir():
+            raise FileNotFoundError(f"expected a data folder at {data}, found nothing")
+        if (data / "meta").is_dir() or (data / "data").is_dir():
+            datasets = [read_sensorium(data)]
+        else:
+            datasets = [read_sensorium(p) for p in sorted(data.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    res = cluster_twin(model, datasets, scale=args.scale, seed=args.seed, method=args.method,
+                       progress=not args.quiet, controls=not args.no_controls)
+    out = write_cluster_bundle(res, args.out, config={"model": str(path), "data": args.data})
+    scores = dict(res["scores"])
+    rec = res.get("angle_recovery")
+    if rec:
+        scores["angle_corr_per_family"] = rec["per_group"]
+    return {"out": str(out), **scores}

@@ -1,0 +1,88 @@
+"""Tests of reprlab.v1.twin_clustering (chapter 6 on a twin) with a tiny untrained twin: readouts,
+the centre predictor against the model's own readout path, the image-rotation sign convention,
+and the `v1 cluster` CLI verb (errors and a bundle round trip)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from reprlab.cli import main
+from reprlab.io import read_bundle
+from reprlab.v1.align import rotate_readouts
+from reprlab.v1.cluster import rotate_shift_images
+from reprlab.v1.model import V1Twin, default_config
+from reprlab.v1.stimuli import natural_images
+from reprlab.v1.twin_clustering import centre_predictor, image_rotation_sign, twin_readouts
+
+
+@pytest.fixture(scope="module")
+def tiny_twin():
+    cfg = default_config((("a", 14), ("b", 10)), core=dict(features=2, kernel_sizes=[9, 5]))
+    return V1Twin(cfg, generator=torch.Generator().manual_seed(0))
+
+
+def windowed_images(n, shape, seed):
+    H, W = shape
+    y, x = np.mgrid[:H, :W]
+    win = np.exp(-(((x - (W - 1) / 2) ** 2 + (y - (H - 1) / 2) ** 2) / (2 * 7.0**2)))
+    return (natural_images(n, shape, seed=seed) * win).astype(np.float32)
+
+
+def test_readouts_and_centre_predictor_match_the_model(tiny_twin):
+    R, animal = twin_readouts(tiny_twin)
+    assert R.shape == (24, 2, 8) and (animal == "a").sum() == 14
+    imgs = natural_images(6, tiny_twin.input_shape, seed=1)
+    predict = centre_predictor(tiny_twin, imgs, bias=0.3)
+    out = predict(R[:5])
+    assert out.shape == (6, 5)
+    H, W = tiny_twin.input_shape
+    pos = torch.tensor([[(W - 1) / 2.0, (H - 1) / 2.0]]).repeat(5, 1)
+    tiny_twin.eval()
+    with torch.no_grad():
+        ref = tiny_twin.predict_from_readout(imgs, torch.as_tensor(R[:5]), pos, bias=0.3).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="feature weights"):
+        predict(np.zeros((2, 3, 8)))
+
+
+def test_image_rotation_sign_matches_readout_rotation(tiny_twin):
+    sign = image_rotation_sign(tiny_twin)
+    assert sign in (1, -1)
+    O = tiny_twin.n_rotations
+    H, W = tiny_twin.input_shape
+    imgs = windowed_images(40, (H, W), seed=3)
+    c = ((H - 1) / 2.0, (W - 1) / 2.0)
+    R, _ = twin_readouts(tiny_twin)
+    predict = centre_predictor(tiny_twin, imgs)
+    # a neuron with readout S_α r responds to x as the r-neuron to x rotated by sign·α
+    rotated_readout = predict(rotate_readouts(R[:6], np.full(6, 2 * math.pi / O)))
+
+    def agreement(s):
+        other = centre_predictor(tiny_twin, rotate_shift_images(imgs, s * 2 * math.pi / O, c, c))(R[:6])
+        return np.mean([np.corrcoef(rotated_readout[:, k], other[:, k])[0, 1] for k in range(6)])
+
+    assert agreement(sign) > agreement(-sign) + 0.1
+
+
+def test_cluster_verb_errors_and_bundle(tiny_twin, tmp_path, capsys):
+    assert main(["v1", "cluster", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "o"), "--json"]) == 2
+    assert "FileNotFoundError" in capsys.readouterr().out
+    path = tmp_path / "twin.pt"
+    tiny_twin.save(path)
+    assert main(["v1", "cluster", str(path), "--out", str(tmp_path / "o"), "--data", str(tmp_path / "nodata"),
+                 "--json"]) == 2
+    capsys.readouterr()
+    rc = main(["v1", "cluster", str(path), "--out", str(tmp_path / "clusters"), "--scale", "smoke",
+               "--method", "kmeans", "--no-controls", "--quiet", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["n_neurons"] == 24 and report["n_blocks"] >= 1
+    b = read_bundle(tmp_path / "clusters", kind="v1-clusters", verify=True)
+    labels = b.array("neurons/label")
+    assert labels.shape == (24,) and b.array("neurons/aligned").shape == (24, 2, 8)
+    C = b.array("clusters/center").shape[0]
+    assert b.array("clusters/confusion").shape == (C, C) and labels.max() == C - 1
+    assert b.document("scores")["n_clusters"] == C
