@@ -56,22 +56,22 @@ TRAIN_FORMAT = "reprlab.v1.train/1"
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(
         features=4, num_rotations=8, kernel_sizes=[9, 5], downsample=1, pool=2, readout="gaussian",
-        batch_size=32, lr=0.01, max_epochs=8, patience=2, lr_decay_steps=1,
+        batch_size=32, lr=0.01, max_epochs=8, patience=2, lr_decay_steps=1, tolerance=1e-4,
     ),
     "default": dict(
         features=8, num_rotations=8, kernel_sizes=[13, 5, 5], downsample=1, pool=2, readout="gaussian",
-        batch_size=64, lr=0.005, max_epochs=30, patience=3, lr_decay_steps=2,
+        batch_size=64, lr=0.01, max_epochs=16, patience=2, lr_decay_steps=1, tolerance=2e-3,
     ),
     "paper": dict(
         features=16, num_rotations=8, kernel_sizes=[13, 5, 5], downsample=1, pool=1, readout="factorized",
-        batch_size=64, lr=0.005, max_epochs=200, patience=5, lr_decay_steps=3,
+        batch_size=64, lr=0.005, max_epochs=200, patience=5, lr_decay_steps=3, tolerance=1e-4,
     ),
 }
 #: Settings shared by all scales (override via ``fit_twin(..., **overrides)``).
 COMMON: dict[str, Any] = dict(
     n_max=None, final_nonlinearity=True, nonlinearity="elu1", positive=False,
     init_sigma=0.1, smoothness=0.01, sparsity=1e-4, features_l1=1e-3, mask_l1=1e-3,
-    lr_decay_factor=0.3, tolerance=1e-4, eval_batch_size=256, init_positions=True,
+    lr_decay_factor=0.3, eval_batch_size=256, init_positions=True,
 )
 
 
@@ -454,10 +454,14 @@ def fit_twin(
         val_corr = _validation_correlations(model, data, images, int(s["eval_batch_size"]))
         score = float(np.nanmean(val_corr))
         state["epoch"] += 1
-        improved = score > state["best_score"] + s["tolerance"]
-        if improved:
-            state.update(best_score=score, best_epoch=state["epoch"], bad_epochs=0)
+        # the best weights are always kept; an epoch counts as "bad" (towards lr decay / stopping)
+        # unless it improves the best validation correlation by more than ``tolerance``
+        gain = score - state["best_score"]
+        if gain > 0:
+            state.update(best_score=score, best_epoch=state["epoch"])
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if gain > s["tolerance"]:
+            state["bad_epochs"] = 0
         else:
             state["bad_epochs"] += 1
             if state["bad_epochs"] >= s["patience"]:
