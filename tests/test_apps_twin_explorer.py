@@ -95,8 +95,9 @@ def test_tap_selects_the_cluster_and_the_detail_panes_show_that_cluster(explorer
         assert det["kind"] == "cluster" and det["cluster"] == k
         # cluster MEI from the bundle; cluster optimal Gabor rendered from its parameters
         assert np.array_equal(det["cluster_images"][0][0], twin.mei["cluster"][k])
-        g = twin.gabor["cluster"][k]  # (cx, cy, size, sf, contrast, orientation, phase)
-        want = stim.gabor(g[0], g[1], g[2], g[3], g[5], g[6], g[4], shape=twin.mei["cluster"].shape[1:]).numpy()
+        g = twin.gabor["cluster"][k]  # (cx, cy, size, sf, contrast, orientation, phase), drawn centred
+        h, w = twin.mei["cluster"].shape[1:]
+        want = stim.gabor((w - 1) / 2, (h - 1) / 2, g[2], g[3], g[5], g[6], g[4], shape=(h, w)).numpy()
         assert np.allclose(det["cluster_images"][1][0], want, atol=1e-6)
         # the 16 best-predicted neurons of cluster k, best first
         best = members[np.argsort(-tc[members], kind="stable")][:16]
@@ -123,10 +124,12 @@ def test_tap_selects_the_cluster_and_the_detail_panes_show_that_cluster(explorer
         ks_p = twin.clusters[k]["ks"]["orientation"]["p"]
         assert f"{ks_p:.2e}" in explorer.ks_pane.object or f"{ks_p:.3f}" in explorer.ks_pane.object
         assert f"◀ cluster {k}" in explorer.code_pane.object or "not Gabor-like" in explorer.code_pane.object
-        # the DynamicMaps now return the cluster's elements ...
-        mosaic = explorer.mosaic_view[()]
-        assert np.nanmax(np.abs(mosaic.Image.I.dimension_values(2))) > 0
-        assert f"Cluster {k}" in explorer.cluster_views[0][()].opts.get("plot").kwargs["title"]
+        # the figures on the page show them ...
+        canvas, caps = explorer.mosaic.compose(det["mosaic"]["images"], det["mosaic"]["captions"])
+        assert np.array_equal(explorer.mosaic.source.data["image"][0], canvas, equal_nan=True)
+        assert list(explorer.mosaic.captions.data["caption"]) == caps["caption"]
+        assert explorer.cluster_figs[0].figure.title.text == f"Cluster {k}: MEI"
+        assert np.array_equal(explorer.cluster_figs[1].source.data["image"][0], det["cluster_images"][1][0])
         # ... and the rendered bokeh image sources changed
         after = _image_sources(root)
         assert any(a.shape != b.shape or not np.array_equal(a, b, equal_nan=True) for a, b in zip(after, before))
@@ -135,6 +138,20 @@ def test_tap_selects_the_cluster_and_the_detail_panes_show_that_cluster(explorer
         assert np.allclose(np.sort(explorer._sel_pipe.data[:, 0]), np.sort(explorer.xy[members, 0]))
         assert np.allclose(explorer._focus_pipe.data, explorer.xy[[row]])
     assert np.isfinite(explorer.last_update_seconds)
+    # Tuning / Indices figures are built when their tab opens, then follow every click
+    explorer.tabs.active = 1
+    explorer.tabs.active = 2
+    members = np.flatnonzero(lab == 0)
+    _tap(explorer, int(members[0]))
+    det = explorer.detail
+    fig = explorer.tuning_figs["phase"]
+    assert np.allclose(fig.bands[0].data["mean"], det["tuning"]["phase"]["bands"][0]["mean"])
+    assert np.allclose(fig.neurons[0].data["y"], det["tuning"]["phase"]["neuron"][0]["y"])
+    assert fig.items[0].label["value"] == "cluster 0 mean ± SD"
+    hist = explorer.hist_figs["plaid"]
+    assert np.allclose(hist.source.data["top"], det["hist"]["plaid"]["selection"])
+    assert hist.span.visible and np.isclose(hist.span.location, det["hist"]["plaid"]["value"])
+    assert hist.figure.title.text.startswith("plaid")
 
 
 def test_second_click_in_the_cluster_focuses_that_neuron(explorer, twin):
@@ -240,7 +257,6 @@ def test_export_csv_of_the_selected_neurons_ids_and_indices(explorer, twin):
 
 
 def test_colour_by_every_property_with_a_key(explorer, twin):
-    _rendered(explorer)
     opts = list(explorer.color_by.options)
     assert {"cluster", "animal", "true family", "test correlation"} <= set(opts)
     assert {f"index: {n}" for n in twin.indices} <= set(opts)
@@ -260,6 +276,10 @@ def test_colour_by_every_property_with_a_key(explorer, twin):
     explorer.color_by.value = "index: phase"
     clim = explorer.base.opts.get("style").kwargs.get("clim") or explorer.base.opts.get("plot").kwargs.get("clim")
     assert clim is not None and clim[0] < clim[1]
+    _rendered(explorer)  # a rendered page swaps the plot, and clicks still work on the new one
+    explorer.color_by.value = "cluster"
+    _tap(explorer, 7)
+    assert explorer.selected_cluster == int(twin.neurons["cluster"][7])
 
 
 def test_stimulus_source_toggle_switches_curves_and_indices(explorer, twin):

@@ -112,6 +112,8 @@ def make_twin_arrays(n_neurons: int = 600, n_clusters: int = 8, n_animals: int =
         meis[sl] = np.clip(img, -0.5, 0.5).astype(np.float16)
     cg = stim.gabor(*(torch.as_tensor(gab_c[:, i]) for i in (0, 1, 2, 3, 5, 6)), contrast=0.9, shape=(H, W))
     cd = stim.dog(*(torch.as_tensor(dog_c[:, i]) for i in range(6)), shape=(H, W))
+    gab_c[:, :2] = 0.0  # cluster stimuli are stored in the canonical, RF-relative frame (as build_twin does)
+    dog_c[:, :2] = 0.0
     mei_c = torch.where(torch.as_tensor(is_dog)[:, None, None], cd, cg).numpy().astype(np.float32)
 
     # --- tuning curves (smooth shapes; rates in spikes per bin) ---------------------------------

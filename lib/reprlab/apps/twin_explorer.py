@@ -276,8 +276,14 @@ class TwinExplorer(pn.viewable.Viewer):
         self._didx = [dp.index(n) for n in ("center_x", "center_y", "sigma_center", "sigma_surround",
                                             "contrast_center", "contrast_surround")]
         self._stim = stim
-        self.gabor_cluster_img = self._render_gabors(np.asarray(tw.gabor["cluster"]))
-        self.dog_cluster_img = self._render_dogs(np.asarray(tw.dog["cluster"]))
+        # cluster stimuli are stored in the canonical, RF-relative frame: draw them at the centre
+        h, w = self.image_shape
+        gc = np.array(tw.gabor["cluster"], dtype=np.float32).reshape(self.K, -1)
+        gc[:, self._gidx[0]], gc[:, self._gidx[1]] = (w - 1) / 2, (h - 1) / 2
+        dc = np.array(tw.dog["cluster"], dtype=np.float32).reshape(self.K, -1)
+        dc[:, self._didx[0]], dc[:, self._didx[1]] = (w - 1) / 2, (h - 1) / 2
+        self.gabor_cluster_img = self._render_gabors(gc)
+        self.dog_cluster_img = self._render_dogs(dc)
 
         # tuning series (normalised per neuron), per stimulus source, with per-cluster mean/SD
         self.sources = ["cluster", "own"] if tw.cluster_tuning else ["own"]
@@ -462,30 +468,42 @@ class TwinExplorer(pn.viewable.Viewer):
         self._rings = hv.DynamicMap(lambda data: vz.selection_rings(data), streams=[self._sel_pipe])
         self._marker = hv.DynamicMap(lambda data: vz.focus_marker(data), streams=[self._focus_pipe])
         self.embedding_pane = pn.pane.HoloViews(self._make_embedding(self.color_by.value), backend="bokeh",
-                                                linked_axes=False)
-        # one pipe per group of panes, so a click re-sends only what changed
-        self._pipes = {g: hv.streams.Pipe(data=None) for g in ("cluster", "neuron", "tuning", "hist")}
+                                                linked_axes=False, css_classes=["twin-embedding"])
+        # detail figures: plain Bokeh, built once, updated in place; only changed groups update
         self._sent: dict[str, Any] = {}
+        shape = self.image_shape
+        self.cluster_figs = [vz.StimulusFigure(shape, colorbar=i == 2) for i in range(3)]
+        self.neuron_figs = [vz.StimulusFigure(shape, colorbar=i == 2) for i in range(3)]
+        self.mosaic = vz.MosaicFigure(shape, tiles=N_BEST, ncols=MOSAIC_COLS)
+        # the Tuning and Indices figures are built when their tab is first shown
+        self.tuning_figs: dict[str, vz.TuningFigure] = {}
+        self.hist_figs: dict[str, vz.HistogramFigure] = {}
 
-        def stim(group: str, i: int, colorbar: bool) -> hv.DynamicMap:
-            return hv.DynamicMap(lambda data: vz.stimulus_image(*data[f"{group}_images"][i], colorbar=colorbar),
-                                 streams=[self._pipes[group]])
-
-        self.cluster_views = [stim("cluster", i, i == 2) for i in range(3)]
-        self.neuron_views = [stim("neuron", i, i == 2) for i in range(3)]
-        self.mosaic_view = hv.DynamicMap(lambda data: vz.mei_mosaic(
-            data["mosaic"]["images"], data["mosaic"]["captions"], ncols=MOSAIC_COLS, tiles=N_BEST),
-            streams=[self._pipes["cluster"]])
+    def _build_tuning_figs(self) -> list[Any]:
         titles = {"orientation": "Orientation tuning", "phase": "Phase tuning",
                   "size_contrast": "Size tuning (size–contrast)", "plaid": "Plaid: orthogonal mask"}
-        self.tuning_views = {
-            exp: hv.DynamicMap(lambda data, exp=exp: vz.tuning_plot(
-                self.tuning_x[exp][0], title=titles[exp], xlabel=self.tuning_x[exp][1], **data["tuning"][exp]),
-                streams=[self._pipes["tuning"]]) for exp in self.series}
-        self.hist_views = {
-            name: hv.DynamicMap(lambda data, name=name: vz.index_histogram(
-                self.hist_edges[name], name=name, **data["hist"][name]), streams=[self._pipes["hist"]])
-            for name in self.index_names}
+        self.tuning_figs = {exp: vz.TuningFigure(self.tuning_x[exp][0], [s.color for s in ser], title=titles[exp],
+                                                 xlabel=self.tuning_x[exp][1], neuron_color=NEURON_COLOR)
+                            for exp, ser in self.series.items()}
+        for exp, fig in self.tuning_figs.items():
+            fig.update(**self.detail["tuning"][exp])
+        return [pn.pane.Bokeh(f.figure) for f in self.tuning_figs.values()]
+
+    def _build_hist_figs(self) -> list[Any]:
+        src = self.stim_source
+        self.hist_figs = {n: vz.HistogramFigure(self.hist_edges[n], self.hist_pop[(src, n)], name=n, color=SELECT_COLOR)
+                          for n in self.index_names}
+        for n, fig in self.hist_figs.items():
+            h = self.detail["hist"][n]
+            fig.update(h["selection"], h["value"], h["significant"], population=h["population"])
+        return [pn.pane.Bokeh(f.figure) for f in self.hist_figs.values()]
+
+    def _on_tab(self, event: Any) -> None:
+        """First time the Tuning / Indices tab is shown: build its figures from the current detail."""
+        if event.new == 1 and not self.tuning_figs:
+            self._tuning_grid.objects = self._build_tuning_figs()
+        elif event.new == 2 and not self.hist_figs:
+            self._hist_grid.objects = self._build_hist_figs()
 
     def _make_embedding(self, color_by: str) -> hv.DynamicMap:
         """The embedding overlay for ``color_by`` with fresh Tap / Selection1D streams on it."""
@@ -503,7 +521,6 @@ class TwinExplorer(pn.viewable.Viewer):
     def panel(self) -> pn.viewable.Viewable:
         """The component's layout (embedding left, detail tabs right)."""
         if self._layout is None:
-            hvp = dict(backend="bokeh", linked_axes=False)
             left = pn.Column(
                 pn.Row(self.color_by, self.jump, self.clear_button),
                 self.embedding_pane,
@@ -511,28 +528,32 @@ class TwinExplorer(pn.viewable.Viewer):
                 self.download,
                 width=570,
             )
+            bk = pn.pane.Bokeh
+            self._tuning_grid = pn.GridBox(ncols=2)
+            self._hist_grid = pn.GridBox(ncols=4)
             stimuli = pn.Column(
-                pn.Row(*[pn.pane.HoloViews(v, **hvp) for v in self.cluster_views]),
+                pn.Row(*[bk(f.figure) for f in self.cluster_figs]),
                 self.neuron_note,
-                pn.Row(*[pn.pane.HoloViews(v, **hvp) for v in self.neuron_views]),
+                pn.Row(*[bk(f.figure) for f in self.neuron_figs]),
                 self.mosaic_title,
-                pn.pane.HoloViews(self.mosaic_view, **hvp),
+                pn.Column(bk(self.mosaic.figure), css_classes=["twin-mei-grid"], margin=0),
             )
             tuning = pn.Column(
                 self.source,
                 pn.pane.Markdown("Each neuron's curves are divided by its own maximum; band: mean ± SD over "
                                  "the selection; dashed red: the clicked / focused neuron.", margin=(0, 10)),
-                pn.GridBox(*[pn.pane.HoloViews(v, **hvp) for v in self.tuning_views.values()], ncols=2),
+                self._tuning_grid,
             )
             indices = pn.Column(
                 pn.pane.Markdown("Grey: population · blue: selection · black line: clicked / focused neuron · "
                                  f"`*`: KS test of the cluster against the population significant at α = {self.alpha:g}.",
                                  margin=(0, 10)),
-                pn.GridBox(*[pn.pane.HoloViews(v, **hvp) for v in self.hist_views.values()], ncols=4),
+                self._hist_grid,
             )
             self.tabs = pn.Tabs(("Stimuli", stimuli), ("Tuning", tuning), ("Indices", indices),
                                 ("KS tests & code", pn.Column(self.ks_pane, self.code_pane)),
                                 ("Clusters", self.table), dynamic=True, sizing_mode="stretch_width")
+            self.tabs.param.watch(self._on_tab, ["active"])
             right = pn.Column(self.header, self.tabs, sizing_mode="stretch_width")
             self._layout = pn.Column(
                 pn.Row(pn.pane.Markdown(f"### {self.title}", margin=(0, 10), width=170), self.message,
@@ -628,12 +649,16 @@ class TwinExplorer(pn.viewable.Viewer):
         self.focused = None
         self._update(t0)
 
+    # HoloViews runs stream callbacks without the document lock; ``unlocked`` dispatches the plain
+    # Bokeh model changes they make (a no-op outside a server session)
     def _on_tap(self, x: float | None = None, y: float | None = None) -> None:
-        self.click(x, y)
+        with pn.io.unlocked():
+            self.click(x, y)
 
     def _on_select(self, index: list[int] | None = None) -> None:
         if index is not None and len(index):  # an empty selection (e.g. a tap with box select) is ignored
-            self.select_neurons(self._order[np.asarray(index, dtype=np.int64)])
+            with pn.io.unlocked():
+                self.select_neurons(self._order[np.asarray(index, dtype=np.int64)])
 
     def _on_color(self) -> None:
         self.embedding_pane.object = self._make_embedding(self.color_by.value)
@@ -773,13 +798,28 @@ class TwinExplorer(pn.viewable.Viewer):
         self.last_update_seconds = time.perf_counter() - t0
 
     def _show(self, det: dict[str, Any]) -> None:
-        sel_key = (det["kind"], det["cluster"], hash(np.asarray(det["neurons"]).tobytes()), self.stim_source)
+        sel_key = (det["kind"], det["cluster"], hash(np.asarray(det["neurons"]).tobytes()))
         ref = self.focused if self.focused is not None else self.clicked
-        keys = {"cluster": sel_key[:3], "neuron": self.focused, "tuning": (sel_key, ref), "hist": (sel_key, ref)}
-        for group, pipe in self._pipes.items():
-            if group not in self._sent or self._sent[group] != keys[group]:
-                pipe.send(det)
-                self._sent[group] = keys[group]
+        keys = {"cluster": sel_key, "neuron": self.focused, "tuning": (sel_key, ref, self.stim_source),
+                "hist": (sel_key, ref, self.stim_source)}
+        changed = [g for g in keys if g not in self._sent or self._sent[g] != keys[g]]
+        if "cluster" in changed:
+            for fig, (img, title) in zip(self.cluster_figs, det["cluster_images"]):
+                fig.update(img, title)
+            self.mosaic.update(det["mosaic"]["images"], det["mosaic"]["captions"])
+        if "neuron" in changed:
+            for fig, (img, title) in zip(self.neuron_figs, det["neuron_images"]):
+                fig.update(img, title)
+        if "tuning" in changed:
+            for exp, fig in self.tuning_figs.items():
+                fig.update(**det["tuning"][exp])
+        if "hist" in changed:
+            pop_changed = self._sent.get("hist", (None, None, None))[2] != self.stim_source
+            for n, fig in self.hist_figs.items():
+                h = det["hist"][n]
+                fig.update(h["selection"], h["value"], h["significant"],
+                           population=h["population"] if pop_changed else None)
+        self._sent.update(keys)
         k = det["cluster"]
         self.mosaic_title.object = f"#### {det['mosaic']['title']}"
         self.ks_pane.object = self._ks_text(det)
@@ -808,6 +848,8 @@ class TwinExplorer(pn.viewable.Viewer):
         finally:
             self._syncing = False
         self.header.object = self._header_text(det)  # last: its arrival means the pane is up to date
+        if self._layout is not None:
+            pn.io.push_notebook(self._layout)  # plain Bokeh changes in a notebook (no-op when served)
 
     # ---------------------------------------------------------------------------- texts --
     def _header_text(self, det: dict[str, Any]) -> str:

@@ -1,17 +1,16 @@
-"""Interactive HoloViews (bokeh) builders for the twin explorer (digital-twin paper, Figs. 2-4).
+"""Interactive plots for the twin explorer (digital-twin paper, Figs. 2-4): no state, no science.
 
-Pure functions from arrays to HoloViews elements; they hold no state and no science. The
-explorer (:mod:`reprlab.apps.twin_explorer`) wraps them in ``hv.DynamicMap`` s fed by
-``hv.streams.Pipe`` s so a click only re-sends small arrays.
-
-* :func:`embedding_points` - the t-SNE embedding, every neuron a point (WebGL, fine for > 13k),
-  coloured by a categorical or continuous property with a colour bar and a hover tool showing
-  neuron id, cluster, animal, test correlation and the colouring property.
-* :func:`selection_rings`, :func:`focus_marker` - overlays marking the selected set / neuron.
-* :func:`stimulus_image`, :func:`mei_mosaic` - stimuli in the stimulus space of
-  :mod:`reprlab.v1.stimuli` (0 = grey, +-0.5 = white/black), fixed grey colour range.
-* :func:`tuning_plot` - tuning curves as mean +- spread bands with one neuron's curve on top.
-* :func:`index_histogram` - an index's distribution in a selection against the population.
+* HoloViews (bokeh) builders for the embedding, which needs HoloViews' selection streams:
+  :func:`embedding_points` - every neuron a point (WebGL, fine for > 13k), coloured by a
+  categorical (legend) or continuous (colour bar) property, hover showing neuron id, cluster,
+  animal, test correlation and the colouring property; :func:`selection_rings` and
+  :func:`focus_marker` - overlays fed by ``hv.streams.Pipe`` s; :func:`embedding_overlay`.
+* Detail figures that change on every click, built once as plain Bokeh figures and updated in
+  place (new ``ColumnDataSource.data``), so a click costs milliseconds per figure:
+  :class:`StimulusFigure` / :class:`MosaicFigure` (stimuli in the stimulus space of
+  :mod:`reprlab.v1.stimuli`: 0 = grey, +-0.5 = white/black, one fixed grey range),
+  :class:`TuningFigure` (mean +- spread bands with one neuron's curve on top) and
+  :class:`HistogramFigure` (an index in a selection against the population).
 
 (The static matplotlib figures of chapter 7 - MEI grids, tuning curves, index histograms, the
 combinatorial table - live in ``reprlab.viz.v1_twin``; these are their interactive cousins.)
@@ -27,14 +26,14 @@ import numpy as np
 
 __all__ = [
     "GREY_RANGE",
+    "HistogramFigure",
+    "MosaicFigure",
+    "StimulusFigure",
+    "TuningFigure",
     "embedding_overlay",
     "embedding_points",
     "focus_marker",
-    "index_histogram",
-    "mei_mosaic",
     "selection_rings",
-    "stimulus_image",
-    "tuning_plot",
 ]
 
 GREY_RANGE: tuple[float, float] = (-0.5, 0.5)
@@ -141,146 +140,213 @@ def focus_marker(xy: np.ndarray, size: float = 22.0, color: str = "#d62728") -> 
     )
 
 
-def _image_bounds(h: int, w: int) -> tuple[float, float, float, float]:
-    return (-0.5, -0.5, w - 0.5, h - 0.5)
+# =========================================================================== detail figures
+# Plain Bokeh figures built once and updated in place (``ColumnDataSource.data`` replaced): a
+# click then costs ~1 ms per figure instead of a HoloViews re-render (tens of ms per plot).
+def _fig(title: str, **kw: Any) -> Any:
+    from bokeh.plotting import figure
+
+    f = figure(title=title, toolbar_location=None, tools="", **kw)
+    f.title.text_font_size = "10pt"
+    for ax in (f.xaxis, f.yaxis):
+        ax.axis_label_text_font_size = "9pt"
+        ax.axis_label_text_font_style = "normal"
+        ax.major_label_text_font_size = "8pt"
+    return f
 
 
-def stimulus_image(
-    image: np.ndarray,
-    title: str,
-    colorbar: bool = False,
-    frame_width: int = 150,
-    clim: tuple[float, float] = GREY_RANGE,
-) -> hv.Image:
-    """One stimulus ``(H, W)`` in pixel coordinates (x right, y down as in ``reprlab.v1.stimuli``),
-    grey colour map over ``clim`` (default the displayable range), labelled axes."""
-    img = np.asarray(image, dtype=np.float32)
-    if img.ndim != 2:
-        raise ValueError(f"image must be (H, W), got shape {img.shape}")
-    h, w = img.shape
-    # hv.Image puts row 0 at the top of its bounds; with an inverted y axis flip it back.
-    el = hv.Image(np.flipud(img), bounds=_image_bounds(h, w), kdims=["x", "y"], vdims=["luminance"])
-    frame_h = max(20, int(round(frame_width * h / w)))
-    return el.opts(
-        backend=_BOKEH, cmap="gray", clim=tuple(clim), colorbar=colorbar, invert_yaxis=True, title=title,
-        frame_width=frame_width, frame_height=frame_h, xlabel="x (px)", ylabel="y (px)", toolbar=None,
-        fontsize={"title": 10, "labels": 9, "ticks": 8}, clipping_colors={"NaN": "white"},
-        yticks=[t for t in range(0, h, 10 if h <= 60 else 20)],
-    )
+def _grey_mapper(clim: tuple[float, float]) -> Any:
+    from bokeh.models import LinearColorMapper
+    from bokeh.palettes import Greys256
+
+    return LinearColorMapper(palette=list(Greys256), low=float(clim[0]), high=float(clim[1]),
+                             nan_color="white")
 
 
-def mei_mosaic(
-    images: np.ndarray,
-    captions: Sequence[str],
-    ncols: int = 8,
-    title: str = "",
-    width: int = 690,
-    clim: tuple[float, float] = GREY_RANGE,
-    tiles: int | None = None,
-) -> hv.Overlay:
-    """Up to ``tiles`` images ``(M, H, W)`` tiled ``ncols`` per row, each with a caption strip.
+def _colorbar(fig: Any, mapper: Any) -> None:
+    from bokeh.models import ColorBar
 
-    Missing tiles (M < tiles) stay white. One shared grey colour range and colour bar."""
-    imgs = np.asarray(images, dtype=np.float32)
-    if imgs.ndim != 3:
-        raise ValueError(f"images must be (M, H, W), got shape {imgs.shape}")
-    m, h, w = imgs.shape
-    if len(captions) != m:
-        raise ValueError(f"need one caption per image: {m} images, {len(captions)} captions")
-    n_tiles = int(tiles if tiles is not None else max(m, 1))
-    nrows = max(1, -(-n_tiles // ncols))
-    gap, cap = 2, max(7, h // 4)
-    tile_h, tile_w = h + cap + gap, w + gap
-    canvas = np.full((nrows * tile_h, ncols * tile_w), np.nan, np.float32)
-    xs, ys, texts = [], [], []
-    total_h = nrows * tile_h
-    for i in range(min(m, n_tiles)):
-        r, c = divmod(i, ncols)
-        y0, x0 = r * tile_h + cap, c * tile_w
-        canvas[y0:y0 + h, x0:x0 + w] = imgs[i]
-        xs.append(x0 + 1)
-        ys.append(total_h - (r * tile_h + cap / 2))
-        texts.append(captions[i])
-    H, W = canvas.shape
-    img = hv.Image(np.flipud(canvas), bounds=(0, 0, W, H), kdims=["mx", "my"], vdims=["luminance"]).opts(
-        backend=_BOKEH, cmap="gray", clim=tuple(clim), colorbar=True,
-        xaxis=None, yaxis=None, toolbar=None, clipping_colors={"NaN": "white"},
-    )
-    labels = hv.Labels((np.asarray(xs, float), np.asarray(ys, float), list(texts)), kdims=["mx", "my"],
-                       vdims=["caption"]).opts(backend=_BOKEH, text_font_size="8pt", text_align="left",
-                                               text_baseline="middle", text_color="#202020")
-    height = int(round(width * H / W)) + (40 if title else 12)
-    return (img * labels).opts(backend=_BOKEH, title=title, width=width + 70, height=height,
-                               fontsize={"title": 10}, toolbar=None)
+    fig.add_layout(ColorBar(color_mapper=mapper, title="luminance", title_text_font_size="8pt",
+                            major_label_text_font_size="8pt", width=10, padding=2), "right")
 
 
-def tuning_plot(
-    x: np.ndarray,
-    bands: Sequence[dict[str, Any]],
-    neuron: Sequence[dict[str, Any]] = (),
-    title: str = "",
-    xlabel: str = "",
-    ylabel: str = "response / max",
-    width: int = 375,
-    height: int = 235,
-) -> hv.Overlay:
-    """Mean +- spread bands (each ``{"mean", "spread", "label", "color"}``) and one neuron's
-    curves on top (each ``{"y", "label", "color"}``, ``y`` may be all-NaN = not shown)."""
-    xv = np.asarray(x, dtype=np.float64)
-    layers: list[Any] = []
-    for b in bands:
-        mu = np.asarray(b["mean"], dtype=np.float64)
-        sp = np.asarray(b["spread"], dtype=np.float64)
-        if mu.shape != xv.shape or sp.shape != xv.shape:
-            raise ValueError(f"band {b.get('label')!r}: mean/spread must have shape {xv.shape}")
-        layers.append(hv.Spread((xv, mu, sp), kdims=["x"], vdims=["y", "spread"]).opts(
-            backend=_BOKEH, color=b["color"], alpha=0.25, line_width=0))
-        layers.append(hv.Curve((xv, mu), kdims=["x"], vdims=["y"], label=b["label"]).opts(
-            backend=_BOKEH, color=b["color"], line_width=2))
-    for c in neuron:
-        yv = np.asarray(c["y"], dtype=np.float64)
-        layers.append(hv.Curve((xv, yv), kdims=["x"], vdims=["y"], label=c["label"]).opts(
-            backend=_BOKEH, color=c["color"], line_width=2, line_dash="dashed"))
-        layers.append(hv.Scatter((xv, yv), kdims=["x"], vdims=["y"]).opts(
-            backend=_BOKEH, color=c["color"], size=5))
-    return hv.Overlay(layers).opts(
-        backend=_BOKEH, title=title, xlabel=xlabel, ylabel=ylabel, width=width, height=height,
-        legend_position="bottom", toolbar=None, show_grid=True, fontsize={"title": 10, "legend": 8, "labels": 9},
-        framewise=True, legend_opts={"label_height": 9, "glyph_height": 9, "glyph_width": 16, "spacing": 4,
-                                     "padding": 2, "margin": 0, "label_text_font_size": "8pt"},
-    )
+class StimulusFigure:
+    """One stimulus image ``(H, W)`` in pixel coordinates (x right, y down as in
+    ``reprlab.v1.stimuli``), grey map over ``clim`` (default the displayable range: 0 = grey,
+    -0.5 black, +0.5 white), labelled axes. :meth:`update` swaps image and title."""
+
+    def __init__(self, shape: tuple[int, int], title: str = "", colorbar: bool = False, frame_width: int = 150,
+                 clim: tuple[float, float] = GREY_RANGE) -> None:
+        from bokeh.models import ColumnDataSource
+
+        h, w = (int(s) for s in shape)
+        self.shape = (h, w)
+        self.mapper = _grey_mapper(clim)
+        self.figure = _fig(title, frame_width=frame_width, frame_height=max(20, round(frame_width * h / w)),
+                           x_range=(-0.5, w - 0.5), y_range=(h - 0.5, -0.5), x_axis_label="x (px)",
+                           y_axis_label="y (px)")
+        self.figure.grid.visible = False
+        self.figure.yaxis.ticker = list(range(0, h, 10 if h <= 60 else 20))
+        self.source = ColumnDataSource({"image": [np.full((h, w), np.nan, np.float32)]})
+        self.figure.image(image="image", x=-0.5, y=-0.5, dw=w, dh=h, color_mapper=self.mapper, source=self.source)
+        if colorbar:
+            _colorbar(self.figure, self.mapper)
+
+    def update(self, image: np.ndarray, title: str) -> None:
+        img = np.asarray(image, dtype=np.float32)
+        if img.shape != self.shape:
+            raise ValueError(f"image must be {self.shape}, got {img.shape}")
+        self.source.data = {"image": [img]}
+        self.figure.title.text = title
 
 
-def index_histogram(
-    edges: np.ndarray,
-    population: np.ndarray,
-    selection: np.ndarray,
-    value: float | None = None,
-    name: str = "",
-    color: str = "#1f77b4",
-    significant: bool | None = None,
-    width: int = 185,
-    height: int = 150,
-) -> hv.Overlay:
-    """Densities of one index over ``edges`` for the population (grey) and the selection
-    (``color``); ``value`` draws a vertical line (the focused neuron), NaN/None = none.
-    ``significant`` (KS at the app's alpha) is appended to the title as ``*``."""
-    e = np.asarray(edges, dtype=np.float64)
-    pop = np.asarray(population, dtype=np.float64)
-    sel = np.asarray(selection, dtype=np.float64)
-    if pop.shape != (len(e) - 1,) or sel.shape != pop.shape:
-        raise ValueError(f"densities must have len(edges) - 1 = {len(e) - 1} bins, got {pop.shape}, {sel.shape}")
-    v = np.nan if value is None else float(value)
-    top = float(np.nanmax(np.concatenate([pop, sel, [1e-12]])))
-    line = hv.Curve(([v, v], [0.0, top * 1.05]) if np.isfinite(v) else ([], []), kdims=["value"],
-                    vdims=["density"]).opts(backend=_BOKEH, color="black", line_width=2)
-    star = {True: " *", False: "", None: ""}[significant]
-    return (
-        hv.Histogram((e, pop), kdims=["value"], vdims=["density"]).opts(
-            backend=_BOKEH, fill_color="#b8b8b8", line_color="#909090", fill_alpha=0.8)
-        * hv.Histogram((e, sel), kdims=["value"], vdims=["density"]).opts(
-            backend=_BOKEH, fill_color=color, line_color=color, fill_alpha=0.45)
-        * line
-    ).opts(backend=_BOKEH, title=f"{name}{star}", xlabel=name, ylabel="density", width=width, height=height,
-           toolbar=None, fontsize={"title": 10, "labels": 9, "ticks": 8}, framewise=True, show_legend=False,
-           xticks=4, yticks=4)
+class MosaicFigure:
+    """Up to ``tiles`` images ``(M, H, W)``, ``ncols`` per row, each under a caption strip; one
+    grey range and colour bar. Missing tiles stay white. Captions are in column ``caption``."""
+
+    def __init__(self, shape: tuple[int, int], tiles: int = 16, ncols: int = 8, width: int = 690,
+                 clim: tuple[float, float] = GREY_RANGE) -> None:
+        from bokeh.models import ColumnDataSource
+
+        h, w = (int(s) for s in shape)
+        self.shape, self.tiles, self.ncols = (h, w), int(tiles), int(ncols)
+        nrows = max(1, -(-self.tiles // self.ncols))
+        self.gap, self.cap = 2, max(7, h // 4)
+        self.tile_h, self.tile_w = h + self.cap + self.gap, w + self.gap
+        H, W = nrows * self.tile_h, self.ncols * self.tile_w
+        self.canvas_shape = (H, W)
+        self.mapper = _grey_mapper(clim)
+        self.figure = _fig("", frame_width=width, frame_height=round(width * H / W), x_range=(0, W),
+                           y_range=(H, 0))
+        self.figure.axis.visible = False
+        self.figure.grid.visible = False
+        self.figure.outline_line_color = None
+        self.source = ColumnDataSource({"image": [np.full((H, W), np.nan, np.float32)]})
+        self.captions = ColumnDataSource({"x": [], "y": [], "caption": []})
+        self.figure.image(image="image", x=0, y=0, dw=W, dh=H, color_mapper=self.mapper, source=self.source)
+        self.figure.text(x="x", y="y", text="caption", source=self.captions, text_font_size="8pt",
+                         text_baseline="middle", text_align="left", text_color="#202020")
+        _colorbar(self.figure, self.mapper)
+
+    def compose(self, images: np.ndarray, captions: Sequence[str]) -> tuple[np.ndarray, dict[str, list]]:
+        """The canvas and the caption columns for ``images`` (no figure change)."""
+        imgs = np.asarray(images, dtype=np.float32)
+        if imgs.ndim != 3 or imgs.shape[1:] != self.shape:
+            raise ValueError(f"images must be (M, {self.shape[0]}, {self.shape[1]}), got {imgs.shape}")
+        if len(captions) != len(imgs):
+            raise ValueError(f"need one caption per image: {len(imgs)} images, {len(captions)} captions")
+        h, w = self.shape
+        canvas = np.full(self.canvas_shape, np.nan, np.float32)
+        cols: dict[str, list] = {"x": [], "y": [], "caption": []}
+        for i in range(min(len(imgs), self.tiles)):
+            r, c = divmod(i, self.ncols)
+            y0, x0 = r * self.tile_h + self.cap, c * self.tile_w
+            canvas[y0:y0 + h, x0:x0 + w] = imgs[i]
+            cols["x"].append(x0 + 1.0)
+            cols["y"].append(r * self.tile_h + self.cap / 2)
+            cols["caption"].append(str(captions[i]))
+        return canvas, cols
+
+    def update(self, images: np.ndarray, captions: Sequence[str]) -> None:
+        canvas, cols = self.compose(images, captions)
+        self.source.data = {"image": [canvas]}
+        self.captions.data = cols
+
+
+class TuningFigure:
+    """Tuning curves: ``n_bands`` mean +- spread bands and one neuron's curve (dashed, dots)
+    per band on top; legend below the frame. :meth:`update` swaps values and labels."""
+
+    def __init__(self, x: np.ndarray, colors: Sequence[str], title: str = "", xlabel: str = "",
+                 ylabel: str = "response / max", neuron_color: str = "#d62728", width: int = 375,
+                 height: int = 235) -> None:
+        from bokeh.models import ColumnDataSource, Legend, LegendItem
+
+        self.x = np.asarray(x, dtype=np.float64)
+        nan = np.full(len(self.x), np.nan)
+        self.figure = _fig(title, width=width, height=height, x_axis_label=xlabel, y_axis_label=ylabel)
+        self.bands, self.neurons, items = [], [], []
+        for c in colors:
+            src = ColumnDataSource({"x": self.x, "mean": nan, "lo": nan, "hi": nan})
+            area = self.figure.varea(x="x", y1="lo", y2="hi", source=src, fill_color=c, fill_alpha=0.25)
+            line = self.figure.line(x="x", y="mean", source=src, line_color=c, line_width=2)
+            self.bands.append(src)
+            items.append(LegendItem(label="", renderers=[line, area]))
+        for _ in colors:
+            src = ColumnDataSource({"x": self.x, "y": nan})
+            line = self.figure.line(x="x", y="y", source=src, line_color=neuron_color, line_width=2,
+                                    line_dash="dashed")
+            dots = self.figure.scatter(x="x", y="y", source=src, color=neuron_color, size=5)
+            self.neurons.append(src)
+            if len(self.neurons) == 1:
+                items.append(LegendItem(label="", renderers=[line, dots]))
+        self.items = items
+        self.figure.add_layout(Legend(items=items, orientation="horizontal", label_text_font_size="8pt",
+                                      glyph_height=9, glyph_width=16, label_height=9, spacing=6, padding=2,
+                                      margin=0, border_line_alpha=0), "below")
+
+    def update(self, bands: Sequence[dict[str, Any]], neuron: Sequence[dict[str, Any]]) -> None:
+        """``bands``: ``{"mean", "spread", "label"}`` per band; ``neuron``: ``{"y", "label"}``
+        per band (all-NaN ``y`` = not shown; the first label names the neuron)."""
+        from bokeh.core.properties import value
+
+        if len(bands) != len(self.bands) or len(neuron) != len(self.neurons):
+            raise ValueError(f"expected {len(self.bands)} bands and neuron curves, got {len(bands)}, {len(neuron)}")
+        for src, item, b in zip(self.bands, self.items, bands):
+            mu = np.asarray(b["mean"], dtype=np.float64)
+            sp = np.asarray(b["spread"], dtype=np.float64)
+            if mu.shape != self.x.shape or sp.shape != self.x.shape:
+                raise ValueError(f"band {b.get('label')!r}: mean/spread must have shape {self.x.shape}")
+            src.data = {"x": self.x, "mean": mu, "lo": mu - sp, "hi": mu + sp}
+            item.label = value(str(b.get("label", "")))
+        for src, c in zip(self.neurons, neuron):
+            src.data = {"x": self.x, "y": np.asarray(c["y"], dtype=np.float64)}
+        self.items[-1].label = value(str(neuron[0].get("label", "")) if neuron else "")
+
+
+class HistogramFigure:
+    """One index: population density (grey) and selection density (``color``) over fixed
+    ``edges``, a vertical line at one neuron's value; ``*`` in the title when significant."""
+
+    def __init__(self, edges: np.ndarray, population: np.ndarray, name: str = "", color: str = "#1f77b4",
+                 width: int = 185, height: int = 150) -> None:
+        from bokeh.models import ColumnDataSource, Span
+
+        self.edges = np.asarray(edges, dtype=np.float64)
+        pop = np.asarray(population, dtype=np.float64)
+        if pop.shape != (len(self.edges) - 1,):
+            raise ValueError(f"population density must have {len(self.edges) - 1} bins, got {pop.shape}")
+        self.name = name
+        self.figure = _fig(name, width=width, height=height, x_axis_label=name, y_axis_label="density",
+                           x_range=(float(self.edges[0]), float(self.edges[-1])))
+        self.figure.xaxis.ticker.desired_num_ticks = 4
+        self.figure.yaxis.ticker.desired_num_ticks = 4
+        lo, hi = self.edges[:-1], self.edges[1:]
+        self.population = ColumnDataSource({"left": lo, "right": hi, "top": pop})
+        self.figure.quad(left="left", right="right", bottom=0, top="top", source=self.population,
+                         fill_color="#b8b8b8", line_color="#909090", fill_alpha=0.8)
+        self.source = ColumnDataSource({"left": lo, "right": hi, "top": np.zeros(len(lo))})
+        self.figure.quad(left="left", right="right", bottom=0, top="top", source=self.source, fill_color=color,
+                         line_color=color, fill_alpha=0.45)
+        self.span = Span(location=0.0, dimension="height", line_color="black", line_width=2, visible=False)
+        self.figure.add_layout(self.span)
+
+    def update(self, selection: np.ndarray, value: float | None = None, significant: bool | None = None,
+               population: np.ndarray | None = None) -> None:
+        """New selection density, neuron value (None/NaN = no line), KS flag, and optionally a
+        new population density."""
+        n = len(self.edges) - 1
+        sel = np.asarray(selection, dtype=np.float64)
+        if sel.shape != (n,):
+            raise ValueError(f"selection density must have {n} bins, got {sel.shape}")
+        self.source.data = {"left": self.edges[:-1], "right": self.edges[1:], "top": sel}
+        if population is not None:
+            pop = np.asarray(population, dtype=np.float64)
+            if pop.shape != (n,):
+                raise ValueError(f"population density must have {n} bins, got {pop.shape}")
+            self.population.data = {"left": self.edges[:-1], "right": self.edges[1:], "top": pop}
+        v = np.nan if value is None else float(value)
+        self.span.visible = bool(np.isfinite(v))
+        if np.isfinite(v):
+            self.span.location = v
+        self.figure.title.text = f"{self.name}{' *' if significant else ''}"

@@ -1,0 +1,120 @@
+"""Twin explorer in headless Chromium: ``panel serve widgets/twin_explorer.py``, click a point,
+the MEI grid of that point's cluster appears; a second click focuses a neuron.
+
+Uses ``data/twin_default`` when it exists and loads; otherwise the UI fixture bundle of
+``tests/twin_bundle_fixture.py`` (the reason is reported as a warning).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = ROOT / "data" / "twin_default"
+
+# JS: page coordinates of embedding point (x, y); null until the plot is drawn
+POINT_JS = """([x, y]) => {
+  if (!window.Bokeh || !Bokeh.index) return null;
+  for (const v of Bokeh.index.all_views()) {
+    const t = v.model && v.model.title;
+    if (t && typeof t.text === 'string' && t.text.startsWith('Functional embedding') && v.frame) {
+      const r = v.el.getBoundingClientRect();
+      return [r.left + v.frame.x_scale.compute(x), r.top + v.frame.y_scale.compute(y)];
+    }
+  }
+  return null;
+}"""
+# JS: captions of the MEI grid (the Labels data source), [] before anything is selected
+CAPTIONS_JS = """() => {
+  const out = [];
+  for (const doc of Bokeh.documents) for (const m of doc.all_models)
+    if (m.data && m.data.caption) out.push(Array.from(m.data.caption));
+  return out;
+}"""
+
+
+def _bundle(tmp_path: Path) -> tuple[Path, str]:
+    from reprlab.apps.twin_explorer import load_twin_bundle
+
+    if DEFAULT.exists():
+        try:
+            load_twin_bundle(DEFAULT)
+            return DEFAULT, "default bundle"
+        except (OSError, ValueError) as err:
+            reason = f"{DEFAULT} does not load ({err})"
+    else:
+        reason = f"{DEFAULT} does not exist yet"
+    from twin_bundle_fixture import write_twin_fixture
+
+    warnings.warn(f"twin explorer browser test uses the UI fixture bundle: {reason}", stacklevel=1)
+    return write_twin_fixture(tmp_path / "twin_fixture", n_neurons=600, n_clusters=8), "UI fixture"
+
+
+def _point(page, xy) -> tuple[float, float]:
+    page.wait_for_function(POINT_JS, arg=[float(xy[0]), float(xy[1])], timeout=120_000)
+    return tuple(page.evaluate(POINT_JS, [float(xy[0]), float(xy[1])]))
+
+
+@pytest.mark.browser
+def test_click_a_point_shows_its_cluster_mei_grid(serve_app, browser_page, tmp_path):
+    from reprlab.apps.twin_explorer import load_twin_bundle
+
+    path, kind = _bundle(tmp_path)
+    twin = load_twin_bundle(path)
+    ids, lab = twin.neurons["id"], twin.neurons["cluster"]
+    tc, xy = twin.neurons["test_corr"], twin.neurons["embedding"]
+    # the best-predicted neuron of the largest cluster, and another neuron of that cluster
+    k = int(np.bincount(lab).argmax())
+    members = np.flatnonzero(lab == k)
+    best = members[np.argsort(-tc[members], kind="stable")]
+    a = int(best[0])
+    centre = np.median(xy[members], axis=0)
+    b = int(best[1:][np.argmin(np.linalg.norm(xy[best[1:]] - centre, axis=1))])
+
+    # --texture is another app's option (make serve passes one set of args to every app)
+    url = serve_app("widgets/twin_explorer.py", "--twin", str(path), "--texture", "x")
+    page = browser_page
+    t0 = time.monotonic()
+    page.goto(url)
+    pa = _point(page, xy[a])
+    page.get_by_text(re.compile(r"No selection")).first.wait_for(timeout=60_000)
+    print(f"{kind}: time to first render {time.monotonic() - t0:.2f} s")
+    assert page.get_by_text("Traceback").count() == 0
+    grid = page.locator(".twin-mei-grid").first
+    grid.wait_for(timeout=60_000)
+    page.wait_for_timeout(500)
+    blank = grid.screenshot()
+    page.screenshot(path=str(tmp_path / "explorer_start.png"))
+
+    t1 = time.monotonic()
+    page.mouse.click(*pa)
+    page.get_by_text(re.compile(rf"Cluster {k} · {len(members)} neurons")).first.wait_for(timeout=30_000)
+    page.get_by_text(f"best-predicted neurons of cluster {k}").first.wait_for(timeout=30_000)
+    page.wait_for_function(f"() => ({CAPTIONS_JS})().some(c => c.length > 0)", timeout=30_000)
+    print(f"click -> detail pane: {time.monotonic() - t1:.2f} s (browser, includes a loaded machine)")
+    captions = [c for c in page.evaluate(CAPTIONS_JS) if c]
+    assert captions, "the MEI grid has no captions"
+    shown = [int(c.split()[0]) for c in captions[0]]
+    want = [int(ids[j]) for j in best[:16]]
+    assert shown == want, "the MEI grid does not show the cluster's 16 best-predicted neurons"
+    page.wait_for_timeout(800)
+    drawn = grid.screenshot()
+    assert drawn != blank, "the MEI grid did not change after the click"
+    page.screenshot(path=str(tmp_path / "explorer_cluster.png"))
+
+    page.mouse.click(*_point(page, xy[b]))
+    page.get_by_text(f"Focused neuron {int(ids[b])}").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(tmp_path / "explorer_focused.png"))
+    page.get_by_text("Tuning", exact=True).first.click()
+    page.get_by_text("Each neuron's curves are divided").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(2500)
+    page.screenshot(path=str(tmp_path / "explorer_tuning.png"))
+    assert page.get_by_text("Traceback").count() == 0
+    print(f"screenshots in {tmp_path}")
