@@ -1,9 +1,10 @@
 """Benchmark: optimal Gabors of 2,000 twin neurons, fast equivariant path vs the straightforward loop.
 
-Both run in the same process on the same model: the default-scale twin architecture
-(3 Hermite layers 13/5/5, 8 features x 8 rotations, input 36 x 64 average-pooled by 2, point
-readouts) with random weights and 2,000 readouts at random RF positions (speed does not depend on
-the weights). The grid is the default ``GaborGrid``.
+Both run in the same process on the same model: the default-scale twin architecture of
+``reprlab.v1.train.PRESETS['default']`` (Hermite layers, features x rotations, input downsampling
+and core pooling as configured there; 36 x 64 input, point readouts) with random weights and
+2,000 readouts at random RF positions (speed does not depend on the weights). The grid is the
+default ``GaborGrid``.
 
 * fast: ``optimal_gabors(model, grid)`` - one valid core pass per centred candidate and
   sub-orientation, all neurons x rotations x offsets read from the shared bank, then per-neuron
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from reprlab.v1 import insilico as ins
 from reprlab.v1.cores import RotationEquivariantCore
+from reprlab.v1.train import PRESETS
 
 N_NEURONS = int(os.environ.get("BENCH_V1_NEURONS", 2000))
 LOOP_NEURONS = 2
@@ -38,12 +40,16 @@ LOOP_CANDIDATES = 256
 def main() -> dict:
     torch.manual_seed(0)
     shape = (36, 64)
-    core = RotationEquivariantCore(features=8, num_rotations=8, kernel_sizes=(13, 5, 5)).eval()
-    W = torch.randn(N_NEURONS, 8, 8) / np.sqrt(64)
+    arch = PRESETS["default"]
+    Fd, O = int(arch["features"]), int(arch["num_rotations"])
+    core = RotationEquivariantCore(features=Fd, num_rotations=O, kernel_sizes=tuple(arch["kernel_sizes"]),
+                                   pool=int(arch.get("pool", 1))).eval()
+    W = torch.randn(N_NEURONS, Fd, O) / np.sqrt(Fd * O)
     pos = torch.stack([torch.rand(N_NEURONS) * 40 + 12, torch.rand(N_NEURONS) * 16 + 10], 1)
-    model = ins.EquivariantModel(core, W, torch.zeros(N_NEURONS), pos, lambda z: F.elu(z) + 1, shape, downsample=2)
+    model = ins.EquivariantModel(core, W, torch.zeros(N_NEURONS), pos, lambda z: F.elu(z) + 1, shape,
+                                 downsample=int(arch.get("downsample", 1)))
     grid = ins.gabor_grid("default")
-    n_cand = len(ins.gabor_candidates(grid, model.n_rotations, model.d))
+    n_cand = len(ins.gabor_candidates(grid, model.n_rotations, model.stride))
 
     t0 = time.perf_counter()
     fast = ins.optimal_gabors(model, grid)
@@ -51,7 +57,7 @@ def main() -> dict:
     ev_fast = fast.stats["neuron_stimulus_evaluations"]
 
     # straightforward loop on a subset: the first LOOP_CANDIDATES candidates of LOOP_NEURONS neurons
-    cand = ins.gabor_candidates(grid, model.n_rotations, model.d)[:LOOP_CANDIDATES]
+    cand = ins.gabor_candidates(grid, model.n_rotations, model.stride)[:LOOP_CANDIDATES]
     t0 = time.perf_counter()
     best = []
     for n in range(LOOP_NEURONS):
@@ -75,7 +81,8 @@ def main() -> dict:
 
     out = {
         "n_neurons": N_NEURONS, "candidates_per_neuron": n_cand, "grid": grid.__dict__,
-        "model": "default twin architecture (13/5/5, 8x8, downsample 2), random weights",
+        "model": {"architecture": {k: arch[k] for k in ("features", "num_rotations", "kernel_sizes", "downsample", "pool")
+                                   if k in arch}, "weights": "random"},
         "torch_threads": torch.get_num_threads(),
         "fast": {"seconds_total": t_fast, "seconds_grid": fast.stats["seconds_grid"],
                  "neuron_stimulus_evaluations": ev_fast,

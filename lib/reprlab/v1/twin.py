@@ -70,9 +70,11 @@ __all__ = ["BUNDLE_KIND", "PRESETS", "Twin", "build_twin", "load_twin", "twin_bu
 
 #: Build sizes per scale (model and data sizes come from ``simulate`` / ``train`` presets).
 PRESETS: dict[str, dict[str, Any]] = {
+    # "smoke" is sized for CI (tests + notebook): a tiny population, two short epochs
     "smoke": dict(n_clusters=4, perplexity=10.0, n_select=5, verify_sizes=(4.0, 8.0, 16.0), n_repeats=4,
-                  n_verify=40, tile_step=4, glm=True, align_betas=4, align_epochs=60,
-                  fit={"max_epochs": 3}, glm_options={"alphas": [0.3, 1.0, 3.0], "max_iter": 30}),
+                  n_verify=24, tile_step=4, glm=True, align_betas=3, align_epochs=40,
+                  simulate={"n_neurons": 80, "n_train_images": 300},
+                  fit={"max_epochs": 2}, glm_options={"alphas": [0.3, 1.0, 3.0], "max_iter": 30}),
     # "default" is the compact build shipped in data/twin_default: sized to finish in well under an
     # hour on a busy 2-core CPU (smaller population, fewer images, a 2-layer core, few GLM penalties)
     "default": dict(n_clusters=12, perplexity=30.0, n_select=20, verify_sizes=(3.0, 5.0, 8.5, 14.0, 24.0),
@@ -450,6 +452,10 @@ def build_twin(config: dict[str, Any] | None = None, out: str | os.PathLike | No
     dg = ins.optimal_dogs(view, dgrid, progress=progress)
     done("optimal_dogs", t0)
     t0 = time.perf_counter()
+    if "norm" not in cfg.get("mei", {}):
+        # MEI energy budget = the median energy of the neurons' optimal Gabors (comparable contrast)
+        gimg = ins.render_gabors(torch.as_tensor(gab.params[:512]), view.image_shape)
+        mcfg.norm = float(gimg.flatten(1).norm(dim=1).median())
     nm = mei_mod.neuron_meis(view, config=mcfg, progress=progress)
     done("neuron_meis", t0)
     t0 = time.perf_counter()
