@@ -1,15 +1,16 @@
 """The peer: Portilla & Simoncelli (2000) texture synthesis through plenoptic.
 
-Uses plenoptic's :class:`~plenoptic.models.PortillaSimoncelli` statistics (steerable
-pyramid, 4 orientations, up to 4 scales, 7x7 autocorrelations) and its recommended
-synthesis: :class:`~plenoptic.MetamerCTF` (coarse-to-fine over scales) with the
-``portilla_simoncelli_loss_factory`` loss and Adam (amsgrad), from uniform noise in [0, 1].
-plenoptic analyses colour channels independently (the original PS colour extension with
-cross-channel statistics is not part of it), so RGB textures are synthesised with
-per-channel statistics.
+The statistics are plenoptic's :class:`~plenoptic.models.PortillaSimoncelli` (steerable
+pyramid, 4 orientations, up to 4 scales, 7x7 autocorrelations) compared with plenoptic's
+``portilla_simoncelli_loss_factory`` (its recommended PS loss: min/max excluded, highpass
+variance up-weighted). For a like-for-like comparison with the Gram synthesis, the images
+are optimised by the same engine (:func:`reprlab.textures.synthesis.minimize_image`):
+uniform noise in [0, 1], L-BFGS-B with the box [0, 1] (or projected Adam), same
+iteration budget and callback. (plenoptic's own ``Metamer`` loop has no box constraint,
+only a soft range penalty, and no per-evaluation stop hook.)
 
-Returns the same :class:`~reprlab.textures.synthesis.SynthesisResult` as the Gram
-synthesis so both can be compared with the same metrics and timing.
+plenoptic analyses colour channels independently (the original PS colour extension with
+cross-channel statistics is not part of it), so RGB textures use per-channel statistics.
 """
 
 from __future__ import annotations
@@ -20,34 +21,50 @@ from collections.abc import Callable
 import torch
 
 from reprlab._device import device as pick_device
-from reprlab.textures.synthesis import SynthesisResult, _check_image, uniform_noise
+from reprlab.textures.synthesis import SynthesisResult, _check_image, minimize_image, uniform_noise
+
+
+def ps_objective(target: torch.Tensor, device: torch.device | None = None) -> tuple[Callable, str]:
+    """(loss_fn, description): plenoptic's PS loss of an image (C, H, W) against ``target``."""
+    import plenoptic as po
+
+    from reprlab.textures.metrics import _ps_model
+
+    target = _check_image(target, "target")
+    dev = device or torch.device("cpu")
+    model, n_scales = _ps_model(tuple(target.shape[1:]))
+    model = model.to(dev)
+    po.remove_grad(model)
+    ref = target[None].to(dev)
+    loss = po.loss.portilla_simoncelli_loss_factory(model, ref)
+    with torch.no_grad():
+        ref_rep = model(ref)
+
+    def loss_fn(x: torch.Tensor) -> torch.Tensor:
+        return loss(model(x[None]), ref_rep)
+
+    return loss_fn, f"PortillaSimoncelli(n_scales={n_scales})"
 
 
 def ps_synthesize(
     target: torch.Tensor,
     *,
-    iters: int = 1000,
+    iters: int = 2000,
     seed: int = 0,
     n_samples: int = 1,
+    method: str = "lbfgsb",
     lr: float = 0.02,
-    ctf_iters: int = 7,
     device: torch.device | str | None = None,
     callback: Callable[[int, float, dict], bool | None] | None = None,
-    chunk: int = 10,
     progress: bool = True,
 ) -> SynthesisResult:
     """Portilla-Simoncelli synthesis of ``n_samples`` textures like ``target`` (C, H, W).
 
     The output has the target's size (PS statistics depend on it); sides should be
     divisible by 2^scales (scales are reduced for small images, see
-    :func:`reprlab.textures.metrics.ps_loss`). ``callback(step, loss, state)`` is called
-    every ``chunk`` iterations with ``state['image']``; True stops.
+    :func:`reprlab.textures.metrics.ps_loss`). Sample i starts from uniform noise seeded
+    ``seed + i``; ``callback`` as in :func:`reprlab.textures.synthesis.synthesize`.
     """
-    import plenoptic as po
-    from tqdm.auto import tqdm
-
-    from reprlab.textures.metrics import _ps_model
-
     target = _check_image(target, "target")
     if not isinstance(iters, int) or iters < 1:
         raise ValueError(f"iters must be a positive int, got {iters!r}")
@@ -55,40 +72,22 @@ def ps_synthesize(
         raise ValueError(f"n_samples must be a positive int, got {n_samples!r}")
     t0 = time.perf_counter()
     dev = torch.device(device) if device is not None else pick_device()
-    c, h, w = target.shape
-    model, n_scales = _ps_model((h, w))
-    model = model.to(dev)
-    po.remove_grad(model)
-    ref = target[None].to(dev)
-    loss_fn = po.loss.portilla_simoncelli_loss_factory(model, ref)
-    images, losses, iterations = [], [], []
+    loss_fn, desc = ps_objective(target, dev)
+    images, losses, iterations, evaluations = [], [], [], []
     stopped, step = False, 0
     for i in range(n_samples):
-        met = po.MetamerCTF(ref, model, loss_function=loss_fn, coarse_to_fine="together")
-        met.setup(uniform_noise((1, c, h, w), seed + i).to(dev), optimizer_kwargs={"lr": lr, "amsgrad": True})
-        done = 0
-        bar = tqdm(total=iters, desc=f"PS synthesis[{i}]", disable=not progress, leave=False)
-        while done < iters:
-            n = min(chunk, iters - done)
-            met.synthesize(max_iter=n, change_scale_criterion=None, ctf_iters_to_check=ctf_iters,
-                           stop_criterion=1e-12)
-            done += n
-            bar.update(n)
-            step += n
-            if callback is not None:
-                state = {"image": met.metamer.detach()[0].clamp(0, 1).cpu(), "sample": i, "iteration": done}
-                if callback(step, float(met.losses[-1]), state):
-                    stopped = True
-                    break
-        bar.close()
-        images.append(met.metamer.detach()[0].clamp(0, 1).cpu())
-        losses.append([float(v) for v in met.losses])
-        iterations.append(len(met.losses))
-        if stopped:
+        out = minimize_image(loss_fn, uniform_noise(tuple(target.shape), seed + i), iters=iters, method=method,
+                             callback=callback, progress=progress, sample=i, step_offset=step, lr=lr, device=dev)
+        step += out["evaluations"]
+        images.append(out["image"])
+        losses.append(out["losses"])
+        iterations.append(out["iterations"])
+        evaluations.append(out["evaluations"])
+        if out["stopped"]:
+            stopped = True
             break
     return SynthesisResult(
         images=torch.stack(images), losses=losses, iterations=iterations, seconds=time.perf_counter() - t0,
-        stopped=stopped, evaluations=list(iterations),
-        meta={"method": "plenoptic MetamerCTF (Adam)", "model": f"PortillaSimoncelli(n_scales={n_scales})",
-              "seed": seed, "size": (h, w), "device": str(dev)},
+        stopped=stopped, evaluations=evaluations,
+        meta={"method": method, "model": desc, "seed": seed, "size": tuple(target.shape[1:]), "device": str(dev)},
     )

@@ -8,8 +8,8 @@ while the FFT path costs O(H W log(H W)) independent of k:
 - all FFT kernels are embedded, centred, into one kmax x kmax support (a centred zero
   border does not change a 'same' correlation), so one input rfft2, one spectral product
   summed over colour channels and one irfft2 serve every large scale at once;
-- the FFT size only needs to be >= H + (kmax-1)/2 (not H + kmax - 1): we keep the
-  output's H x W window, and the circular wrap then only ever reads zero padding;
+- the FFT size only needs to be >= H + (kmax-1)/2 (not H + kmax - 1; and >= kmax): we
+  keep the output's H x W window, and the circular wrap then only ever reads zero padding;
 - the kernel is stored rolled by -(k-1)/2 so the correlation lands at index 0 (no roll
   of the output), and its conjugate spectrum is cached per (FFT size, device, dtype).
 
@@ -25,8 +25,11 @@ from torch import nn
 
 
 def fft_size(n: int, pad: int) -> int:
-    """Smallest 'fast' (5-smooth) length >= n + pad for a real FFT."""
-    return int(scipy.fft.next_fast_len(int(n) + int(pad), real=True))
+    """Smallest 'fast' (5-smooth) length >= max(n + pad, 2 pad + 1) for a real FFT.
+
+    n + pad keeps the circular wrap inside the zero padding; 2 pad + 1 (the kernel size)
+    keeps the kernel itself from aliasing on images smaller than it."""
+    return int(scipy.fft.next_fast_len(max(int(n) + int(pad), 2 * int(pad) + 1), real=True))
 
 
 def embed_centered(weights: list[torch.Tensor]) -> torch.Tensor:
@@ -72,7 +75,10 @@ class FFTConv2d(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     def spectrum(self, fh: int, fw: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Conjugate rfft2 of the kernels rolled so that their centre sits at (0, 0): (O, C, fh, fw//2+1)."""
+        """Conjugate rfft2 of the kernels rolled so that their centre sits at (0, 0).
+
+        Stored frequency-major, shape (fh, fw//2+1, O, C): the backward pass is then one
+        batched matmul over frequencies without any copy of the (large) spectra."""
         key = (fh, fw, str(device), dtype)
         spec = self._cache.get(key)
         if spec is None:
@@ -81,22 +87,73 @@ class FFTConv2d(nn.Module):
             buf = torch.zeros(o, c, fh, fw, device=device, dtype=dtype)
             buf[..., :k, :k] = w
             buf = torch.roll(buf, shifts=(-self.pad, -self.pad), dims=(-2, -1))
-            spec = torch.fft.rfft2(buf).conj().contiguous()
+            spec = torch.fft.rfft2(buf).conj().permute(2, 3, 0, 1).contiguous()
+            del buf
             self._cache[key] = spec
         return spec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.weight.shape[1]:
             raise ValueError(f"expected input (B, {self.weight.shape[1]}, H, W), got {tuple(x.shape)}")
-        _, c, h, w = x.shape
+        _, _, h, w = x.shape
         fh, fw = fft_size(h, self.pad), fft_size(w, self.pad)
         spec = self.spectrum(fh, fw, x.device, x.dtype)
-        xf = torch.fft.rfft2(x, s=(fh, fw))  # (B, C, fh, fw//2+1), zero padded at the end
-        yf = xf[:, 0, None] * spec[:, 0]
-        for ch in range(1, c):  # sum over colour channels (C <= 3): cheaper than einsum's bmm here
-            yf = yf + xf[:, ch, None] * spec[:, ch]
-        y = torch.fft.irfft2(yf, s=(fh, fw))
-        return y[..., :h, :w]
+        return _FFTCorrelate.apply(x, spec, fh, fw)
+
+
+def _mix_forward(xf: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
+    """out[b, o, f] = sum_c xf[b, c, f] spec[f, o, c] -> (B, O, fh, fw2) (a permuted view).
+
+    C <= 3: a short loop of fused multiply-adds in the frequency-major layout."""
+    xp = xf.permute(2, 3, 0, 1)  # (fh, fw2, B, C)
+    out = xp[..., 0, None] * spec[..., None, :, 0]
+    for c in range(1, xf.shape[1]):
+        out.addcmul_(xp[..., c, None], spec[..., None, :, c])
+    return out.permute(2, 3, 0, 1)
+
+
+def _reversed_padded(g: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
+    """Zero-pad (..., H, W) to (..., fh, fw) with circularly reversed indices: out[-i, -j] = g[i, j].
+
+    For real g, rfft2 of this equals conj(rfft2(zero-padded g)), which lets the adjoint
+    use the cached (conjugate) spectra without materialising a conjugate copy of them.
+    """
+    h, w = g.shape[-2:]
+    f = g.flip((-2, -1))  # f[i', j'] = g[h-1-i', w-1-j']
+    out = g.new_zeros(*g.shape[:-2], fh, fw)
+    out[..., fh - h + 1:, fw - w + 1:] = f[..., : h - 1, : w - 1]
+    out[..., fh - h + 1:, 0] = f[..., : h - 1, w - 1]
+    out[..., 0, fw - w + 1:] = f[..., h - 1, : w - 1]
+    out[..., 0, 0] = f[..., h - 1, w - 1]
+    return out
+
+
+class _FFTCorrelate(torch.autograd.Function):
+    """y = 'same' correlation of x with the kernels whose conjugate spectra are ``spec``.
+
+    The map is linear in x, so the backward needs no saved activations: the gradient is
+    the adjoint ('same' convolution of the output gradient with the same kernels), done
+    with the same cached spectra and FFT size:
+    dx = irfft2(sum_o G_o conj(S_o)) = irfft2(conj(sum_o conj(G_o) S_o)), and conj(G) is
+    the rfft2 of the index-reversed gradient (real input), so nothing big is conjugated.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, spec: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ctx.save_for_backward(spec)
+        ctx.sizes = (fh, fw, h, w)
+        xf = torch.fft.rfft2(x, s=(fh, fw))
+        return torch.fft.irfft2(_mix_forward(xf, spec), s=(fh, fw))[..., :h, :w]
+
+    @staticmethod
+    def backward(ctx, gy: torch.Tensor):
+        (spec,) = ctx.saved_tensors
+        fh, fw, h, w = ctx.sizes
+        gf_conj = torch.fft.rfft2(_reversed_padded(gy, fh, fw))  # = conj(rfft2(padded gy))
+        mixed = torch.matmul(gf_conj.permute(2, 3, 0, 1), spec)  # (fh, fw2, B, C): sum over the O maps
+        gx = torch.fft.irfft2(mixed.permute(2, 3, 0, 1).conj(), s=(fh, fw))[..., :h, :w]
+        return gx, None, None, None
 
 
 def conv2d_same(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

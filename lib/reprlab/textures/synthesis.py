@@ -81,6 +81,26 @@ def optimize_image(
     model: TextureModel,
     target_grams: torch.Tensor,
     init: torch.Tensor,
+    **kwargs,
+) -> dict:
+    """Minimise eq. (5) of ``model`` towards ``target_grams`` from ``init`` (C, H, W) in the box
+    [0, 1]: :func:`minimize_image` with the texture loss (keywords as there)."""
+    tg = target_grams.detach()
+
+    def loss_fn(x: torch.Tensor) -> torch.Tensor:
+        return model.loss(x, tg)
+
+    dev = kwargs.get("device")
+    dev = torch.device(dev) if dev is not None else pick_device()
+    model.to(dev)
+    tg = tg.to(dev, torch.float32)
+    kwargs["device"] = dev
+    return minimize_image(loss_fn, init, **kwargs)
+
+
+def minimize_image(
+    loss_fn: Callable[[torch.Tensor], torch.Tensor],
+    init: torch.Tensor,
     *,
     iters: int = 2000,
     method: str = "lbfgsb",
@@ -92,21 +112,21 @@ def optimize_image(
     lr: float = 0.02,
     device: torch.device | None = None,
 ) -> dict:
-    """Minimise eq. (5) from ``init`` (C, H, W) in the box [0, 1]; the engine under :func:`synthesize`.
+    """Minimise ``loss_fn(image)`` over images in the box [0, 1], from ``init`` (C, H, W).
 
-    ``free_mask`` (H, W or C, H, W; bool) marks the pixels that may change (inpainting);
-    the others stay at their ``init`` values. Returns a dict with 'image' (CPU), 'losses'
-    (per iteration), 'iterations', 'evaluations', 'stopped'.
+    The engine under :func:`synthesize` (and the PS baseline and inpainting): L-BFGS-B
+    (scipy, loss and gradient scaled by 1e7) or projected Adam. ``free_mask`` (H, W or
+    C, H, W; bool) marks the pixels that may change (inpainting); the others stay at their
+    ``init`` values. Returns a dict with 'image' (CPU), 'losses' (per iteration),
+    'iterations', 'evaluations', 'stopped', 'message'.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if not isinstance(iters, int) or iters < 1:
         raise ValueError(f"iters must be a positive int, got {iters!r}")
     dev = torch.device(device) if device is not None else pick_device()
-    model = model.to(dev)
     init = init.detach().float().clamp(0, 1).to(dev)
     shape = tuple(init.shape)
-    tg = target_grams.detach().to(dev, torch.float32)
     fixed = None
     if free_mask is not None:
         fm = free_mask.to(dev).bool()
@@ -122,7 +142,7 @@ def optimize_image(
 
     def evaluate(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = x.detach().requires_grad_(True)
-        loss = model.loss(x, tg)
+        loss = loss_fn(x)
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError("texture loss became NaN/inf")
@@ -192,7 +212,7 @@ def optimize_image(
                 record["losses"].append(f)
                 bar.update(1)
             with torch.no_grad():
-                f_end = float(model.loss(x, tg))
+                f_end = float(loss_fn(x))
             x_final, f_final = (x.detach().cpu(), f_end) if f_end <= best["f"] else (best["x"].cpu(), best["f"])
             record["message"] = "max iterations"
     except _Stop:

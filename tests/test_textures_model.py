@@ -1,0 +1,137 @@
+"""Model of paper sections 2-3: FFT conv == conv2d, Gram closed forms (eq. 1), eqs. (2), (3), (5), gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from reprlab.textures.fftconv import FFTConv2d, conv2d_same, fft_size
+from reprlab.textures.filterbanks import FilterBank, random_bank, random_multiscale_bank
+from reprlab.textures.model import TextureModel, gram_distance, gram_matrix, pixel_distance
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: one thread avoids OpenMP barrier stalls on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm())
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (37, 50), (20, 20), (6, 9)])
+def test_fft_conv_equals_conv2d(hw):
+    bank = random_multiscale_bank(sizes=(15, 23, 37, 55), maps_per_scale=4, seed=1)
+    x = torch.rand(2, 3, *hw)
+    fft = FFTConv2d(bank.weights)(x)
+    direct = torch.cat([conv2d_same(x, w) for w in bank.weights], 1)
+    assert fft.shape == direct.shape == (2, 16, *hw)
+    assert _rel(fft, direct) < 1e-4
+
+
+def test_fft_conv_gradient_equals_conv2d_gradient():
+    bank = random_multiscale_bank(sizes=(3, 15, 23), maps_per_scale=3, seed=2)
+    conv = FFTConv2d(bank.weights).double()
+    x = torch.rand(2, 3, 13, 11, dtype=torch.double, requires_grad=True)
+    g = torch.randn(2, 9, 13, 11, dtype=torch.double)
+    (gx_fft,) = torch.autograd.grad(conv(x), x, g)
+    direct = torch.cat([conv2d_same(x, w.double()) for w in bank.weights], 1)
+    (gx_dir,) = torch.autograd.grad(direct, x, g)
+    assert _rel(gx_fft, gx_dir) < 1e-10
+    assert fft_size(256, 27) >= 283 and fft_size(5, 27) >= 55
+
+
+def test_model_fft_and_direct_paths_agree():
+    bank = random_multiscale_bank(maps_per_scale=4, in_channels=1, seed=3)
+    fast, slow = TextureModel(bank), TextureModel(bank, fft_threshold=None)
+    x = torch.rand(1, 40, 40)
+    assert _rel(fast.features(x), slow.features(x)) < 1e-4
+    tg = slow.grams(torch.rand(1, 40, 40))[0]
+    y1 = x.clone().requires_grad_(True)
+    y2 = x.clone().requires_grad_(True)
+    l1, l2 = fast.loss(y1, tg), slow.loss(y2, tg)
+    l1.backward()
+    l2.backward()
+    assert abs(l1.item() - l2.item()) / l2.item() < 1e-4
+    assert _rel(y1.grad, y2.grad) < 1e-3
+
+
+def _identity_bank(c: int) -> FilterBank:
+    return FilterBank([torch.eye(c).reshape(c, c, 1, 1)], name="identity")
+
+
+def test_gram_closed_form_linear_identity_filters():
+    """1x1 identity filters, no nonlinearity, zero mean: G = X X^T / M (eq. 1)."""
+    model = TextureModel(_identity_bank(3), nonlinearity="none", channel_mean=(0.0, 0.0, 0.0))
+    x = torch.rand(3, 7, 5, dtype=torch.float32)
+    flat = x.reshape(3, -1).double()
+    assert torch.allclose(model.grams(x)[0].double(), flat @ flat.T / 35, atol=1e-6)
+    # channel mean removal: G becomes the covariance about the given means
+    m = (0.2, 0.5, 0.7)
+    centred = flat - torch.tensor(m, dtype=torch.double)[:, None]
+    g = TextureModel(_identity_bank(3), nonlinearity="none", channel_mean=m).grams(x)[0].double()
+    assert torch.allclose(g, centred @ centred.T / 35, atol=1e-6)
+    own = TextureModel(_identity_bank(3), nonlinearity="none", channel_mean="image").grams(x)[0].double()
+    c2 = flat - flat.mean(1, keepdim=True)
+    assert torch.allclose(own, c2 @ c2.T / 35, atol=1e-6)
+
+
+def test_gram_closed_form_constant_image_relu():
+    """Constant image v, 1x1 filters w: F_i = relu(w_i (v - mean)) everywhere, G = f f^T."""
+    w = torch.tensor([1.0, -2.0, 0.5, -0.1]).reshape(4, 1, 1, 1)
+    v, mean = 0.9, 0.4
+    model = TextureModel(FilterBank([w]), nonlinearity="relu", channel_mean=(mean,))
+    f = torch.relu(w.flatten() * (v - mean))
+    assert torch.allclose(model.grams(torch.full((1, 6, 6), v))[0], torch.outer(f, f), atol=1e-6)
+    sig = TextureModel(FilterBank([w]), nonlinearity="sigmoid", channel_mean=(mean,))
+    s = torch.sigmoid(w.flatten() * (v - mean))
+    assert torch.allclose(sig.grams(torch.full((1, 6, 6), v))[0], torch.outer(s, s), atol=1e-6)
+
+
+def test_gram_is_symmetric_psd_and_batched():
+    model = TextureModel(random_multiscale_bank(sizes=(3, 15), maps_per_scale=6, seed=0))
+    xs = torch.rand(2, 3, 20, 20)
+    g = model.grams(xs)
+    assert g.shape == (2, 12, 12)
+    assert torch.allclose(g, g.transpose(1, 2))
+    assert float(torch.linalg.eigvalsh(g.double()).min()) > -1e-6
+    assert torch.allclose(g[1], model.grams(xs[1])[0])
+    assert torch.allclose(gram_matrix(model.features(xs)), g)
+
+
+def test_loss_eq5_value_zero_at_target_and_gradcheck():
+    bank = random_multiscale_bank(sizes=(3, 5, 15), maps_per_scale=5, in_channels=3, seed=4)
+    model = TextureModel(bank, gram_block=4).double()
+    x = torch.rand(3, 12, 10, dtype=torch.double)
+    tg = model.grams(x)[0]
+    assert float(model.loss(x, tg)) < 1e-20
+    y = torch.rand(2, 3, 12, 10, dtype=torch.double)
+    naive = sum(((model.grams(y[i])[0] - tg) ** 2).sum() / (tg ** 2).sum() for i in range(2))
+    assert torch.allclose(model.loss(y, tg), naive, rtol=1e-10)
+    y1 = torch.rand(1, 3, 6, 5, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda z: model.loss(z, tg), (y1,))
+
+
+def test_eq2_and_eq3_closed_forms():
+    x = torch.rand(1, 8, 8) + 0.1
+    assert pixel_distance(x, x) == 0.0
+    assert abs(pixel_distance(x, 2 * x) - 0.5) < 1e-9  # ||x||^2 / (||x|| 2||x||)
+    lin = TextureModel(_identity_bank(1), nonlinearity="none", channel_mean=(0.0,))
+    assert abs(gram_distance(x, 2 * x, lin) - 9 / 4) < 1e-5  # G(2x) = 4 G(x)
+    with pytest.raises(ValueError):
+        pixel_distance(x, torch.rand(1, 4, 4))
+
+
+def test_model_input_validation():
+    model = TextureModel(random_bank(3, 4, in_channels=3))
+    with pytest.raises(ValueError, match="C=3"):
+        model.grams(torch.rand(1, 8, 8))
+    with pytest.raises(ValueError, match="nonlinearity"):
+        TextureModel(random_bank(3, 4), nonlinearity="tanh")
+    with pytest.raises(ValueError, match="target_grams"):
+        model.loss(torch.rand(3, 8, 8), torch.zeros(5, 5))
+    with pytest.raises(ValueError, match="all zeros"):
+        model.loss(torch.rand(3, 8, 8), torch.zeros(4, 4))
