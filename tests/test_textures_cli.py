@@ -1,0 +1,49 @@
+"""`python -m reprlab textures ...`: synthesize and bench with --json, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from reprlab.cli import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small images: one thread avoids OpenMP barrier stalls on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_cli_synthesize_json(tmp_path, capsys):
+    out = tmp_path / "out.png"
+    rc = main(["textures", "synthesize", "brick", "--model", "random-multiscale", "--size", "24",
+               "--iters", "3", "--seed", "1", "--out", str(out), "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_maps"] == 1024 and report["size"] == [24, 24] and report["channels"] == 1
+    assert report["iterations"] <= 3 and report["final_loss"] > 0
+    img = Image.open(out)
+    assert img.size == (24, 24)
+
+
+def test_cli_errors_exit_2(tmp_path, capsys):
+    rc = main(["textures", "synthesize", str(tmp_path / "missing.png"), "--out", str(tmp_path / "o.png"), "--json"])
+    assert rc == 2
+    err = json.loads(capsys.readouterr().out)
+    assert err["error"] == "FileNotFoundError"
+    rc = main(["textures", "synthesize", "brick", "--model", "nope", "--size", "24", "--out", str(tmp_path / "o.png")])
+    assert rc == 2
+
+
+def test_cli_bench_json(capsys):
+    rc = main(["textures", "bench", "--size", "16", "--repeats", "1", "--json"])
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_maps"] == 1024
+    assert report["direct"]["seconds_per_iteration"] > 0 and report["fft"]["seconds_per_iteration"] > 0
+    assert report["loss_rel_diff"] < 1e-4 and report["grad_rel_err"] < 1e-3
