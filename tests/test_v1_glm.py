@@ -10,6 +10,15 @@ from scipy.ndimage import gaussian_filter
 from sklearn.linear_model import PoissonRegressor
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small products are dominated by thread synchronisation on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def planted():
     rng = np.random.default_rng(0)

@@ -10,6 +10,15 @@ from reprlab.v1.readouts import FactorizedReadout, GaussianReadout
 from reprlab.v1.train import poisson_loss
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Small ops are dominated by thread synchronisation on a busy 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _check_equivariance(feats, feats_rot, n_features, n_rot, tol):
     b, _, h, w = feats.shape
     f = feats.reshape(b, n_features, n_rot, h, w)
