@@ -98,6 +98,16 @@ def server_side(path: Path, n_clicks: int = 12, seed: int = 0) -> dict:
     return out
 
 
+def _clear_member(xy: np.ndarray, lab: np.ndarray, k: int) -> int:
+    """The member of cluster ``k`` farthest from any neuron of another cluster (a click a pixel
+    off still lands in cluster ``k``)."""
+    from scipy.spatial import cKDTree
+
+    m = np.flatnonzero(lab == k)
+    d, _ = cKDTree(xy[lab != k]).query(xy[m])
+    return int(m[np.argmax(d)])
+
+
 BROWSER_POINT_JS = """([x, y]) => {
   if (!window.Bokeh || !Bokeh.index) return null;
   for (const v of Bokeh.index.all_views()) {
@@ -122,7 +132,7 @@ def browser(path: Path, n_clicks: int = 5, seed: int = 0) -> dict:
     if exe is None:
         return {"skipped": "Debian chromium is not installed"}
     tw = load_twin_bundle(path)
-    lab, xy, tc = (tw.neurons[k] for k in ("cluster", "embedding", "test_corr"))
+    lab, xy = (tw.neurons[k] for k in ("cluster", "embedding"))
     rng = np.random.default_rng(seed)
     ks = [int(k) for k in rng.permutation(int(lab.max()) + 1)[:n_clicks]]  # distinct clusters
     port = free_port()
@@ -158,9 +168,8 @@ def browser(path: Path, n_clicks: int = 5, seed: int = 0) -> dict:
             out["first_render_cold_s"], out["first_render_warm_s"] = round(loads[0], 3), round(loads[1], 3)
             lat, prev = [], page.evaluate(CAPTION0_JS)
             for k in ks:
-                m = np.flatnonzero(lab == k)
-                best = m[np.argsort(-tc[m], kind="stable")]
-                pos = page.evaluate(BROWSER_POINT_JS, [float(xy[best[0], 0]), float(xy[best[0], 1])])
+                r = _clear_member(xy, lab, k)
+                pos = page.evaluate(BROWSER_POINT_JS, [float(xy[r, 0]), float(xy[r, 1])])
                 t = time.perf_counter()
                 page.mouse.click(*pos)
                 # the MEI-grid captions of the newly selected cluster have reached the page

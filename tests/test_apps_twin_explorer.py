@@ -128,7 +128,7 @@ def test_tap_selects_the_cluster_and_the_detail_panes_show_that_cluster(explorer
         canvas, caps = explorer.mosaic.compose(det["mosaic"]["images"], det["mosaic"]["captions"])
         assert np.array_equal(explorer.mosaic.source.data["image"][0], canvas, equal_nan=True)
         assert list(explorer.mosaic.captions.data["caption"]) == caps["caption"]
-        assert explorer.cluster_figs[0].figure.title.text == f"Cluster {k}: MEI"
+        assert explorer.cluster_figs[0].figure.title.text == f"Cluster {k} MEI"
         assert np.array_equal(explorer.cluster_figs[1].source.data["image"][0], det["cluster_images"][1][0])
         # ... and the rendered bokeh image sources changed
         after = _image_sources(root)

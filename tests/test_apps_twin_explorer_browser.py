@@ -69,13 +69,17 @@ def test_click_a_point_shows_its_cluster_mei_grid(serve_app, browser_page, tmp_p
     twin = load_twin_bundle(path)
     ids, lab = twin.neurons["id"], twin.neurons["cluster"]
     tc, xy = twin.neurons["test_corr"], twin.neurons["embedding"]
-    # the best-predicted neuron of the largest cluster, and another neuron of that cluster
+    # the largest cluster; click its member farthest from other clusters (a click a pixel off still
+    # lands in it), then the member farthest from every other neuron (the focus lands on it exactly)
+    from scipy.spatial import cKDTree
+
     k = int(np.bincount(lab).argmax())
     members = np.flatnonzero(lab == k)
     best = members[np.argsort(-tc[members], kind="stable")]
-    a = int(best[0])
-    centre = np.median(xy[members], axis=0)
-    b = int(best[1:][np.argmin(np.linalg.norm(xy[best[1:]] - centre, axis=1))])
+    a = int(members[np.argmax(cKDTree(xy[lab != k]).query(xy[members])[0])])
+    d2, _ = cKDTree(xy).query(xy[members], k=2)
+    rest = members != a
+    b = int(members[rest][np.argmax(d2[rest, 1])])
 
     # --texture is another app's option (make serve passes one set of args to every app)
     url = serve_app("widgets/twin_explorer.py", "--twin", str(path), "--texture", "x")
@@ -103,18 +107,18 @@ def test_click_a_point_shows_its_cluster_mei_grid(serve_app, browser_page, tmp_p
     shown = [int(c.split()[0]) for c in captions[0]]
     want = [int(ids[j]) for j in best[:16]]
     assert shown == want, "the MEI grid does not show the cluster's 16 best-predicted neurons"
-    page.wait_for_timeout(800)
+    page.wait_for_timeout(400)
     drawn = grid.screenshot()
     assert drawn != blank, "the MEI grid did not change after the click"
     page.screenshot(path=str(tmp_path / "explorer_cluster.png"))
 
     page.mouse.click(*_point(page, xy[b]))
     page.get_by_text(f"Focused neuron {int(ids[b])}").first.wait_for(timeout=30_000)
-    page.wait_for_timeout(800)
+    page.wait_for_timeout(400)
     page.screenshot(path=str(tmp_path / "explorer_focused.png"))
     page.get_by_text("Tuning", exact=True).first.click()
     page.get_by_text("Each neuron's curves are divided").first.wait_for(timeout=30_000)
-    page.wait_for_timeout(2500)
+    page.wait_for_timeout(1200)
     page.screenshot(path=str(tmp_path / "explorer_tuning.png"))
     assert page.get_by_text("Traceback").count() == 0
     print(f"screenshots in {tmp_path}")

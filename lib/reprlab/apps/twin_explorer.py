@@ -4,8 +4,9 @@ A Panel component over a twin bundle (:mod:`reprlab.v1.twin`, digital-twin paper
 holds no science: every number comes from the bundle, plots from :mod:`reprlab.viz.embedding`.
 
 * The t-SNE embedding, every neuron a point (WebGL), coloured by cluster, animal, true family (if
-  the bundle has the ground truth), test correlation or any in silico index, with a colour bar and
-  hover (neuron id, cluster, animal, test correlation, the colouring property).
+  the bundle has the ground truth), test correlation or any in silico index, with a colour bar
+  (continuous properties) or legend (categories) and hover (neuron id, cluster, animal, test
+  correlation, the colouring property).
 * Click a point: its cluster is selected (rings in the embedding) and the detail pane shows the
   cluster MEI and cluster optimal Gabor / DoG (rendered from their parameters with
   :mod:`reprlab.v1.stimuli`), the MEIs of its 16 best-predicted neurons, its tuning curves
@@ -16,14 +17,20 @@ holds no science: every number comes from the bundle, plots from :mod:`reprlab.v
 * A cluster list (jump menu and table) and a CSV export of the selected neurons (ids, indices).
 
 Speed: everything per cluster (mean ± SD curves, histograms, MEI tiles, stimulus images) is
-computed once at load; a click only sends small arrays through ``hv.streams.Pipe`` s, so the
-layout is never rebuilt. Detail tabs render lazily (only the visible one is updated).
+computed once at load. A click sends the selection rings and the marker through
+``hv.streams.Pipe`` s and replaces the ``ColumnDataSource.data`` of the detail figures (plain
+Bokeh figures from :mod:`reprlab.viz.embedding`, built once); the layout is never rebuilt and
+only the groups that changed are touched. The Tuning / Indices figures are built when their tab
+is first opened.
 
 Under ``panel serve`` use ``widgets/twin_explorer.py``; in JupyterLab::
 
     import panel as pn; pn.extension("tabulator")
     from reprlab.apps.twin_explorer import TwinExplorer
     TwinExplorer("data/twin_default")          # the same component, displayed in the cell
+
+(In a notebook show one view of a given explorer at a time: its detail figures are Bokeh models,
+which live in one document.)
 """
 
 from __future__ import annotations
@@ -73,54 +80,10 @@ def _opts(label: str | None = None, color: str | None = None) -> dict[str, str]:
 # =========================================================================== loading
 def load_twin_bundle(path: str | os.PathLike) -> Any:
     """Read a twin bundle with :func:`reprlab.v1.twin.load_twin` (FileNotFoundError/ValueError
-    with a message saying what is missing). Until ``reprlab.v1.twin`` is importable, a small
-    adapter over :func:`reprlab.io.read_bundle` reads the same documented layout."""
-    try:
-        from reprlab.v1.twin import load_twin
-    except ImportError:  # chapter-7 module not there yet: same layout, read directly
-        return _read_twin_layout(path)
+    with a message saying what is missing)."""
+    from reprlab.v1.twin import load_twin
+
     return load_twin(path)
-
-
-class _TwinLayout:
-    """Stand-in for ``reprlab.v1.twin.Twin`` (same attribute names) used by the adapter."""
-
-    def __init__(self, path: Path, groups: dict[str, dict[str, np.ndarray]], docs: dict[str, Any]) -> None:
-        self.path = path
-        for g, v in groups.items():
-            setattr(self, g, v)
-        for d, v in docs.items():
-            setattr(self, d, v)
-
-    def tuning_axes(self, exp: str) -> list[np.ndarray]:
-        axes, i = [], 0
-        while f"{exp}_axis_{i}" in self.tuning:
-            axes.append(self.tuning[f"{exp}_axis_{i}"])
-            i += 1
-        return axes
-
-
-def _read_twin_layout(path: str | os.PathLike) -> _TwinLayout:
-    from reprlab.io import read_bundle
-
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"no twin bundle at {p} (build one with `python -m reprlab v1 twin --out {p}`)")
-    b = read_bundle(p, kind="twin")
-    required = ("neurons/id", "neurons/animal", "neurons/cluster", "neurons/embedding", "mei/neuron", "mei/cluster",
-                "gabor/neuron", "gabor/cluster", "dog/neuron", "dog/cluster", "meta", "clusters")
-    missing = [n for n in required if not b.has(n)]
-    if missing:
-        raise ValueError(f"twin bundle {p} is missing {missing}")
-    groups: dict[str, dict[str, np.ndarray]] = {g: {} for g in (
-        "neurons", "indices", "mei", "gabor", "dog", "tuning", "cluster_indices", "truth_indices", "cluster_tuning",
-        "verification")}
-    for name in b.names():
-        g, _, rest = name.partition("/")
-        if g in groups and rest and f"{name}.npy" in b.manifest["files"]:
-            groups[g][rest] = b.array(name)
-    docs = {d: (b.document(d) if b.has(d) else {}) for d in ("meta", "clusters", "analysis", "report")}
-    return _TwinLayout(p, groups, docs)
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -333,7 +296,7 @@ class TwinExplorer(pn.viewable.Viewer):
                 self.index_values[(s, name)] = np.asarray(v, dtype=np.float64)
             allv = np.concatenate([self.index_values[(s, name)] for s in self.sources])
             allv = allv[np.isfinite(allv)]
-            lo, hi = (np.percentile(allv, [0.5, 99.5]) if len(allv) else (0.0, 1.0))
+            lo, hi = (np.percentile(allv, [1, 99]) if len(allv) else (0.0, 1.0))
             if not hi > lo:
                 lo, hi = lo - 0.5, hi + 0.5
             edges = np.linspace(lo, hi, HIST_BINS + 1)
@@ -491,8 +454,10 @@ class TwinExplorer(pn.viewable.Viewer):
 
     def _build_hist_figs(self) -> list[Any]:
         src = self.stim_source
-        self.hist_figs = {n: vz.HistogramFigure(self.hist_edges[n], self.hist_pop[(src, n)], name=n, color=SELECT_COLOR)
-                          for n in self.index_names}
+        from reprlab.viz.v1_twin import INDEX_LABELS
+
+        self.hist_figs = {n: vz.HistogramFigure(self.hist_edges[n], self.hist_pop[(src, n)], name=n, color=SELECT_COLOR,
+                                                xlabel=INDEX_LABELS.get(n, n)) for n in self.index_names}
         for n, fig in self.hist_figs.items():
             h = self.detail["hist"][n]
             fig.update(h["selection"], h["value"], h["significant"], population=h["population"])
@@ -709,8 +674,8 @@ class TwinExplorer(pn.viewable.Viewer):
         nid = int(self.ids[i])
         g = self._render_gabors(np.asarray(self.twin.gabor["neuron"][i]))[0]
         d = self._render_dogs(np.asarray(self.twin.dog["neuron"][i]))[0]
-        return [(np.asarray(self.mei_neuron[i], np.float32), f"Neuron {nid}: MEI"),
-                (g, f"Neuron {nid}: optimal Gabor"), (d, f"Neuron {nid}: optimal DoG")]
+        return [(np.asarray(self.mei_neuron[i], np.float32), f"Neuron {nid} MEI"),
+                (g, f"Neuron {nid} opt. Gabor"), (d, f"Neuron {nid} opt. DoG")]
 
     def _compute_detail(self) -> dict[str, Any]:
         k, sel, src = self.selected_cluster, self.selected, self.stim_source
@@ -720,9 +685,9 @@ class TwinExplorer(pn.viewable.Viewer):
         blank = np.full(self.image_shape, np.nan, np.float32)
         if k is not None:
             det.update(kind="cluster", cluster=k, neurons=self.members[k])
-            det["cluster_images"] = [(self.mei_cluster[k], f"Cluster {k}: MEI"),
-                                     (self.gabor_cluster_img[k], f"Cluster {k}: optimal Gabor"),
-                                     (self.dog_cluster_img[k], f"Cluster {k}: optimal DoG")]
+            det["cluster_images"] = [(self.mei_cluster[k], f"Cluster {k} MEI"),
+                                     (self.gabor_cluster_img[k], f"Cluster {k} opt. Gabor"),
+                                     (self.dog_cluster_img[k], f"Cluster {k} opt. DoG")]
             best = self.best[k]
             what = f"cluster {k}"
         else:

@@ -309,7 +309,7 @@ class HistogramFigure:
     ``edges``, a vertical line at one neuron's value; ``*`` in the title when significant."""
 
     def __init__(self, edges: np.ndarray, population: np.ndarray, name: str = "", color: str = "#1f77b4",
-                 width: int = 185, height: int = 150) -> None:
+                 xlabel: str | None = None, width: int = 185, height: int = 150) -> None:
         from bokeh.models import ColumnDataSource, Span
 
         self.edges = np.asarray(edges, dtype=np.float64)
@@ -317,7 +317,7 @@ class HistogramFigure:
         if pop.shape != (len(self.edges) - 1,):
             raise ValueError(f"population density must have {len(self.edges) - 1} bins, got {pop.shape}")
         self.name = name
-        self.figure = _fig(name, width=width, height=height, x_axis_label=name, y_axis_label="density",
+        self.figure = _fig(name, width=width, height=height, x_axis_label=xlabel or name, y_axis_label="density",
                            x_range=(float(self.edges[0]), float(self.edges[-1])))
         self.figure.xaxis.ticker.desired_num_ticks = 4
         self.figure.yaxis.ticker.desired_num_ticks = 4
