@@ -63,6 +63,8 @@ def test_cli_user_errors_exit_2(capsys, tmp_path):
     assert "trials" in json.loads(capsys.readouterr().out)["message"]
     assert main(["dgp", "table1", "--steps", "1,x,3", "--scale", "smoke", "--json"]) == 2
     capsys.readouterr()
+    assert main(["dgp", "table1", "--lrs", "1e-3,0,1e-5", "--scale", "smoke", "--json"]) == 2
+    assert "--lrs" in json.loads(capsys.readouterr().out)["message"]
     assert main(["dgp", "table1", "--schemes", "hmc", "--scale", "smoke", "--json"]) == 2
     capsys.readouterr()
     out = tmp_path / "fig3.json"

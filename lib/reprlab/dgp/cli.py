@@ -51,6 +51,14 @@ def _table1(args: argparse.Namespace) -> dict:
         if len(steps) != 3:
             raise ValueError(f"--steps needs three stage lengths (lr 1e-3, 1e-4, 1e-5), got {args.steps!r}")
         overrides["steps"] = steps
+    if args.lrs is not None:
+        try:
+            lrs = tuple(float(v) for v in args.lrs.split(","))
+        except ValueError:
+            raise ValueError(f"--lrs must be comma-separated numbers, e.g. 1e-3,1e-4,1e-5; got {args.lrs!r}") from None
+        if len(lrs) != 3 or any(not (v > 0) for v in lrs):
+            raise ValueError(f"--lrs needs three positive learning rates, got {args.lrs!r}")
+        overrides["lrs"] = lrs
     if args.workers is not None:
         overrides["workers"] = args.workers
     schemes = tuple(s.strip() for s in args.schemes.split(","))
@@ -92,6 +100,8 @@ def register(verbs) -> None:
     _add_common(p)
     p.add_argument("--trials", type=int, default=None, help="trials per scheme (paper: 10)")
     p.add_argument("--steps", default=None, help="Adam steps per learning-rate stage, e.g. 6000,3000,1000")
+    p.add_argument("--lrs", default=None, help="Adam learning rate per stage, e.g. 1e-3,1e-4,1e-5 (the original "
+                   "code's loop kept 1e-3 throughout: 1e-3,1e-3,1e-3)")
     p.add_argument("--workers", type=int, default=None, help="processes (one scheme each)")
     p.add_argument("--schemes", default="dsvi,joint,ipail", help="comma-separated: dsvi, joint, joint-chain, ipail")
     p.add_argument("--progress", action="store_true", help="show progress bars (single worker)")

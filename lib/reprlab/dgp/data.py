@@ -61,12 +61,12 @@ def sign_compositions(n_layers: int = 3, target_sign: int = 1) -> list[tuple[int
 
 def _beat(phase: np.ndarray) -> np.ndarray:
     """One stylised ECG cycle on phase ∈ [0, 1): P, Q, R, S and T waves as Gaussian bumps."""
-    waves = [  # (centre, width, amplitude)
-        (0.18, 0.035, 0.15),
-        (0.36, 0.012, -0.15),
-        (0.40, 0.014, 1.0),
-        (0.44, 0.012, -0.25),
-        (0.68, 0.06, 0.3),
+    waves = [  # (centre, width, amplitude): smooth enough to be sampled by ~100 points
+        (0.15, 0.05, 0.15),
+        (0.33, 0.025, -0.15),
+        (0.40, 0.035, 1.0),
+        (0.47, 0.025, -0.25),
+        (0.70, 0.07, 0.3),
     ]
     out = np.zeros_like(phase)
     for centre, width, amp in waves:
@@ -75,7 +75,7 @@ def _beat(phase: np.ndarray) -> np.ndarray:
     return out
 
 
-def heartbeat_signal(n: int = 120, n_beats: float = 1.5, warp_strength: float = 0.35,
+def heartbeat_signal(n: int = 100, n_beats: float = 1.2, warp_strength: float = 0.35,
                      noise_std: float = 0.01, seed: int = 0) -> dict[str, torch.Tensor]:
     """A heartbeat-like recording whose timing is warped (§6, eq. (24): ``y = f(g(x)) + ε``).
 

@@ -75,7 +75,7 @@ def plot_sign_compositions(n_layers: int = 3):
             h = s * h
             axes[layer].plot(x, h + 0.03 * (c - 1.5), color=colours[c % len(colours)], label=str(signs) if layer == 0 else None)
     for layer, ax in enumerate(axes):
-        ax.set_title(f"$f_{layer + 1}\\circ\\dots\\circ f_1$")
+        ax.set_title("$f_1$" if layer == 0 else f"$f_{layer + 1}\\circ\\dots\\circ f_1$")
     axes[0].legend(fontsize=6)
     fig.tight_layout()
     return fig
