@@ -86,3 +86,27 @@ def similarity_figure(result: dict, size: float = 3.0):
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
+
+
+def filter_grid(banks: Mapping[str, object], n: int = 8, size: float = 0.7, seed: int = 0):
+    """Show ``n`` filters of each bank (rows), each scaled to [0, 1] on its own (colour when RGB).
+
+    For multi-scale banks the filters are taken from the scales in turn (largest last).
+    """
+    import matplotlib.pyplot as plt
+
+    if not banks:
+        raise ValueError("filter_grid needs at least one bank")
+    gen = torch.Generator().manual_seed(seed)
+    fig, axes = plt.subplots(len(banks), n, figsize=(size * n, size * len(banks) + 0.2), squeeze=False)
+    for r, (name, bank) in enumerate(banks.items()):
+        weights = bank.weights
+        for j in range(n):
+            w = weights[j % len(weights)] if len(weights) > 1 else weights[0]
+            k = int(torch.randint(0, w.shape[0], (1,), generator=gen))
+            f = w[k].detach().float()
+            f = (f - f.min()) / (f.max() - f.min() + 1e-12)
+            show_image(axes[r][j], f)
+        axes[r][0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+    fig.tight_layout()
+    return fig
