@@ -282,6 +282,18 @@ def test_colour_by_every_property_with_a_key(explorer, twin):
     assert explorer.selected_cluster == int(twin.neurons["cluster"][7])
 
 
+def test_many_clusters_are_coloured_by_code_on_a_colour_bar(tmp_path):
+    path = write_twin_fixture(tmp_path / "k25", n_neurons=150, n_clusters=25, seed=3)
+    ex = TwinExplorer(path)
+    shown = ex.base.dimension_values("value")
+    assert np.array_equal(shown.astype(int), ex.labels[ex._order])  # codes = cluster ids, natural order
+    opts = {**ex.base.opts.get("style").kwargs, **ex.base.opts.get("plot").kwargs}
+    assert opts["colorbar"] is True and tuple(opts["clim"]) == (-0.5, 24.5) and len(opts["cmap"]) == 25
+    row = int(ex.members[11][0])
+    _tap(ex, row)
+    assert ex.selected_cluster == 11
+
+
 def test_stimulus_source_toggle_switches_curves_and_indices(explorer, twin):
     explorer.select_cluster(0, clicked=int(explorer.members[0][0]))
     members = explorer.members[0]

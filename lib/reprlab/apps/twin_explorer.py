@@ -56,6 +56,7 @@ warnings.filterwarnings("ignore", message="All-NaN slice encountered", category=
                         module=r"holoviews\..*")
 
 N_BEST = 16
+MAX_LEGEND = 20  # more categories than this are shown as integer codes on a colour bar
 MOSAIC_COLS = 8
 HIST_BINS = 30
 SELECT_COLOR = "#1f77b4"
@@ -197,8 +198,7 @@ class TwinExplorer(pn.viewable.Viewer):
         n_names = int(a_idx.max()) + 1 if self.N else 0
         names = [animals[i] if i < len(animals) else f"animal {i}" for i in range(n_names)]
         self.animal_names = np.array(names, dtype=object)[a_idx] if self.N else np.zeros(0, object)
-        width = len(str(max(self.K - 1, 0)))
-        self.cluster_str = np.array([f"{k:0{width}d}" for k in range(self.K)], dtype=object)[self.labels]
+        self.cluster_str = np.array([str(k) for k in range(self.K)], dtype=object)[self.labels]
         self.members = [np.flatnonzero(self.labels == k) for k in range(self.K)]
         extent = np.ptp(self.xy, axis=0) if self.N else np.ones(2)
         self._pick_radius = 0.03 * float(max(extent.max(), 1e-9))
@@ -406,12 +406,21 @@ class TwinExplorer(pn.viewable.Viewer):
     def _embedding_element(self, color_by: str) -> hv.Points:
         """The scatter for ``color_by``; sets ``_order`` (plotted row -> neuron row)."""
         values, categorical = self.properties[color_by]
-        clim = None
+        clim, cmap, fmt = None, None, "{0.000}"
         order = np.arange(self.N)
-        if categorical:
+        cats = sorted(set(values.astype(str).tolist()), key=vz._natural) if categorical else []
+        if len(cats) > MAX_LEGEND:
+            # too many categories for a legend: integer codes (natural order) on a discrete colour bar
+            import colorcet
+
+            code = {c: i for i, c in enumerate(cats)}
+            values = np.array([code[v] for v in values.astype(str)], dtype=np.float64)
+            categorical, fmt = False, "{0}"
+            clim = (-0.5, len(cats) - 0.5)
+            cmap = [colorcet.glasbey[i % len(colorcet.glasbey)] for i in range(len(cats))]
+        elif categorical:
             # first member of each category up front, in natural order: the legend follows it
-            cats, first = np.unique(values.astype(str), return_index=True)
-            first = first[sorted(range(len(cats)), key=lambda j: vz._natural(cats[j]))]
+            first = np.array([int(np.flatnonzero(values.astype(str) == c)[0]) for c in cats], dtype=np.int64)
             rest = np.setdiff1d(order, first, assume_unique=True)
             order = np.concatenate([first, rest])
         else:
@@ -423,7 +432,8 @@ class TwinExplorer(pn.viewable.Viewer):
         cols = {"id": self.ids[order], "cluster": self.cluster_str[order], "animal": self.animal_names[order],
                 "test_corr": self.test_corr[order], "value": values[order]}
         size = 5.0 if self.N <= 2000 else 3.5 if self.N <= 6000 else 2.5
-        return vz.embedding_points(self.xy[order], cols, color_by, categorical, clim=clim, size=size)
+        return vz.embedding_points(self.xy[order], cols, color_by, categorical, clim=clim, cmap=cmap,
+                                   value_format=fmt, size=size)
 
     def _build_plots(self) -> None:
         self._sel_pipe = hv.streams.Pipe(data=np.zeros((0, 2)))
@@ -477,9 +487,7 @@ class TwinExplorer(pn.viewable.Viewer):
         self.selection_stream = hv.streams.Selection1D(source=self.base)
         self.tap_stream.add_subscriber(self._on_tap)
         self.selection_stream.add_subscriber(self._on_select)
-        values, categorical = self.properties[color_by]
-        n_cat = len(set(values.tolist())) if categorical else 0
-        self.embedding_view = vz.embedding_overlay(self.base, self._rings, self._marker, n_categories=n_cat)
+        self.embedding_view = vz.embedding_overlay(self.base, self._rings, self._marker)
         return self.embedding_view
 
     # -------------------------------------------------------------------------- layout --

@@ -49,14 +49,13 @@ def _natural(s: str) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(s)))
 
 
-def embedding_overlay(base: Any, *layers: Any, n_categories: int = 0) -> Any:
-    """``base * layers`` with the categorical legend (if any) outside the frame, in columns of
-    at most 24 entries."""
+def embedding_overlay(base: Any, *layers: Any) -> Any:
+    """``base * layers`` with the categorical legend (if any) outside the frame, on the right."""
     over = base
     for layer in layers:
         over = over * layer
     return over.opts(
-        backend=_BOKEH, legend_position="right", legend_cols=24 if n_categories > 24 else 0,
+        backend=_BOKEH, legend_position="right",
         legend_opts={"label_height": 11, "glyph_height": 11, "spacing": 0, "label_text_font_size": "8pt",
                      "padding": 4, "margin": 2},
     )
@@ -76,6 +75,7 @@ def embedding_points(
     categorical: bool,
     clim: tuple[float, float] | None = None,
     cmap: Any = None,
+    value_format: str = "{0.000}",
     size: float = 3.0,
     width: int = 560,
     height: int = 440,
@@ -83,7 +83,8 @@ def embedding_points(
     """The embedding scatter: ``xy (N, 2)``; ``columns`` holds ``id, cluster, animal, test_corr``
     and ``value`` (the colouring property: strings if ``categorical`` else floats, NaN = grey).
 
-    ``label`` names the property in the hover tool and on the colour bar."""
+    ``label`` names the property in the hover tool and on the colour bar / legend;
+    ``value_format`` is the hover's number format for continuous values."""
     xy = np.asarray(xy, dtype=np.float64)
     if xy.ndim != 2 or xy.shape[1] != 2:
         raise ValueError(f"xy must be (N, 2) embedding coordinates, got shape {xy.shape}")
@@ -99,8 +100,10 @@ def embedding_points(
     vdims: list[Any] = list(EMBED_VDIMS)
     if categorical:  # declared categories: legend in natural order, no re-scan on refresh
         vdims[-1] = hv.Dimension("value", label=label, values=sorted(set(data["value"].tolist()), key=_natural))
+    else:  # the colour bar's title
+        vdims[-1] = hv.Dimension("value", label=label)
     pts = hv.Points(data, kdims=["x", "y"], vdims=vdims)
-    value_fmt = "@value" if categorical else "@value{0.000}"
+    value_fmt = "@value" if categorical else f"@value{value_format}"
     tips = [("neuron", "@id"), ("cluster", "@cluster"), ("animal", "@animal"), ("test corr", "@test_corr{0.000}")]
     if label not in ("cluster", "animal", "test correlation"):
         tips.append((label, value_fmt))
