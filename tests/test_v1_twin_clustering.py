@@ -22,6 +22,7 @@ from reprlab.v1.twin_clustering import centre_predictor, image_rotation_sign, tw
 @pytest.fixture(scope="module")
 def tiny_twin():
     cfg = default_config((("a", 14), ("b", 10)), core=dict(features=2, kernel_sizes=[9, 5]))
+    torch.manual_seed(0)  # the core's initialisation uses the global generator
     return V1Twin(cfg, generator=torch.Generator().manual_seed(0))
 
 
@@ -65,7 +66,7 @@ def test_image_rotation_sign_matches_readout_rotation(tiny_twin):
         other = centre_predictor(tiny_twin, rotate_shift_images(imgs, s * 2 * math.pi / O, c, c))(R[:6])
         return np.mean([np.corrcoef(rotated_readout[:, k], other[:, k])[0, 1] for k in range(6)])
 
-    assert agreement(sign) > agreement(-sign) + 0.1
+    assert agreement(sign) > 0.95 and agreement(sign) > agreement(-sign) + 0.3
 
 
 def test_cluster_verb_errors_and_bundle(tiny_twin, tmp_path, capsys):
