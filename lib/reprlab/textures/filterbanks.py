@@ -213,30 +213,45 @@ def _patch_matrix(n_patches: int, size: int, in_channels: int, seed: int, images
     return p.reshape(n_patches, -1).double().numpy()
 
 
+def _blas_threads():
+    """Limit numpy/scipy BLAS threads to torch's thread count: one knob for the whole chapter
+    (oversubscribed BLAS threads can make a 363x363 eigendecomposition 100x slower)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=torch.get_num_threads(), user_api="blas")
+
+
+def _covariance_eig(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, eigenvalues (descending) and eigenvectors (columns) of the covariance of rows of x."""
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))
+    mean = xt.mean(0)
+    xc = xt - mean
+    cov = xc.T @ xc / max(1, xt.shape[0] - 1)
+    evals, evecs = torch.linalg.eigh(cov)
+    order = torch.argsort(evals, descending=True)
+    return mean.numpy(), evals[order].clamp_min(0).numpy(), evecs[:, order].numpy()
+
+
 def zca_whitener(x: np.ndarray, eps: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
     """ZCA whitening of rows of x: returns (mean, W) so that (x - mean) @ W has ~identity covariance.
 
     ``eps`` regularises small eigenvalues relative to the mean eigenvalue."""
-    mean = x.mean(0)
-    cov = np.cov(x - mean, rowvar=False)
-    evals, evecs = np.linalg.eigh(cov)
-    evals = np.clip(evals, 0, None)
+    mean, evals, evecs = _covariance_eig(x)
     w = evecs @ np.diag(1.0 / np.sqrt(evals + eps * evals.mean())) @ evecs.T
     return mean, w
 
 
 def pca_bank(in_channels: int = 3, size: int = 11, n_patches: int | None = None, seed: int = 0) -> FilterBank:
-    """PCA-363: the principal axes of vectorised natural-image patches as filters (all of them)."""
+    """PCA-363: the principal axes of vectorised natural-image patches as filters (all of them,
+    by decreasing variance; eigendecomposition of the patch covariance)."""
     _check_channels(in_channels)
     n_patches = pick(PATCH_PRESETS) if n_patches is None else int(n_patches)
     dim = in_channels * size * size
     if n_patches < dim:
         raise ValueError(f"PCA of {dim}-dim patches needs n_patches >= {dim}, got {n_patches}")
-    from sklearn.decomposition import PCA
-
     x = _patch_matrix(n_patches, size, in_channels, seed)
-    pca = PCA(n_components=dim, random_state=seed).fit(x)
-    w = torch.from_numpy(pca.components_).float().reshape(dim, in_channels, size, size)
+    _, _, evecs = _covariance_eig(x)  # principal axes, by decreasing variance
+    w = torch.from_numpy(np.ascontiguousarray(evecs.T)).float().reshape(dim, in_channels, size, size)
     return FilterBank([w], name="pca-363", meta={"n_patches": n_patches, "seed": seed})
 
 
@@ -267,8 +282,9 @@ def kmeans_bank(
     if whiten:
         mean, w = zca_whitener(x)
         x = (x - mean) @ w
-    km = MiniBatchKMeans(n_clusters=maps, random_state=seed, n_init=1, batch_size=max(1024, 4 * maps),
-                         max_iter=50).fit(x.astype(np.float32))
+    with _blas_threads():
+        km = MiniBatchKMeans(n_clusters=maps, random_state=seed, n_init=1, batch_size=max(1024, 4 * maps),
+                             max_iter=50).fit(x.astype(np.float32))
     c = torch.from_numpy(np.asarray(km.cluster_centers_)).float().reshape(maps, in_channels, size, size)
     return FilterBank([c], name=name or f"kmeans-{maps}", meta={"n_patches": n_patches, "seed": seed, "whiten": whiten})
 

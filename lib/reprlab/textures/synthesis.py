@@ -186,8 +186,12 @@ def minimize_image(
                 v0 = init.cpu().double().numpy().ravel()
                 lo[fixed_np] = v0[fixed_np]
                 hi[fixed_np] = v0[fixed_np]
-            res = minimize(fun, init.cpu().double().numpy().ravel(), jac=True, method="L-BFGS-B",
-                           bounds=np.stack([lo, hi], 1), callback=on_iter, options={"maxiter": iters})
+            from threadpoolctl import threadpool_limits
+
+            # scipy's BLAS threads follow torch's thread count (oversubscription stalls otherwise)
+            with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+                res = minimize(fun, init.cpu().double().numpy().ravel(), jac=True, method="L-BFGS-B",
+                               bounds=np.stack([lo, hi], 1), callback=on_iter, options={"maxiter": iters})
             x_final = torch.from_numpy(res.x.reshape(shape)).float()
             f_final = float(res.fun) / LOSS_SCALE
             if best["f"] < f_final:  # never return worse than the best evaluated point
