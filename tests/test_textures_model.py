@@ -135,3 +135,13 @@ def test_model_input_validation():
         model.loss(torch.rand(3, 8, 8), torch.zeros(5, 5))
     with pytest.raises(ValueError, match="all zeros"):
         model.loss(torch.rand(3, 8, 8), torch.zeros(4, 4))
+
+
+def test_fft_spectra_cache_is_bounded_and_reused():
+    conv = FFTConv2d(random_bank(15, 4, in_channels=3).weights)
+    for side in (20, 30, 40, 20):
+        conv(torch.rand(1, 3, side, side))
+    assert len(conv._cache) == conv.max_cached == 2
+    spec = next(reversed(conv._cache.values()))
+    conv(torch.rand(1, 3, 20, 20))
+    assert next(reversed(conv._cache.values())) is spec  # same size: cached spectra reused

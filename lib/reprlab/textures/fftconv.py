@@ -19,6 +19,8 @@ cross-correlation, as in all deep-learning frameworks) up to float rounding.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 import scipy.fft
 import torch
 from torch import nn
@@ -47,9 +49,12 @@ class FFTConv2d(nn.Module):
     """Stride-1, bias-free, zero-padded 'same' correlation with odd square kernels, by FFT.
 
     ``weights``: list of (maps_i, C, k_i, k_i) tensors; the output stacks their maps in
-    order, (B, sum maps_i, H, W). Spectra are cached per input size; call
-    :meth:`clear_cache` to free them.
+    order, (B, sum maps_i, H, W). Spectra are cached per input size, device and dtype
+    (the ``max_cached`` most recent); call :meth:`clear_cache` to free them.
     """
+
+    #: number of input sizes whose spectra are kept (least recently used dropped first)
+    max_cached: int = 2
 
     def __init__(self, weights: list[torch.Tensor]):
         super().__init__()
@@ -61,7 +66,7 @@ class FFTConv2d(nn.Module):
         self.register_buffer("weight", embed_centered([w.detach() for w in weights]), persistent=False)
         self.kmax = int(self.weight.shape[-1])
         self.pad = (self.kmax - 1) // 2
-        self._cache: dict[tuple, torch.Tensor] = {}
+        self._cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
     @property
     def out_channels(self) -> int:
@@ -70,10 +75,6 @@ class FFTConv2d(nn.Module):
     def clear_cache(self) -> None:
         self._cache.clear()
 
-    def _apply(self, fn, *args, **kwargs):  # moving the module invalidates cached spectra
-        self._cache.clear()
-        return super()._apply(fn, *args, **kwargs)
-
     def spectrum(self, fh: int, fw: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """Conjugate rfft2 of the kernels rolled so that their centre sits at (0, 0).
 
@@ -81,7 +82,9 @@ class FFTConv2d(nn.Module):
         batched matmul over frequencies without any copy of the (large) spectra."""
         key = (fh, fw, str(device), dtype)
         spec = self._cache.get(key)
-        if spec is None:
+        if spec is not None:
+            self._cache.move_to_end(key)
+        else:
             w = self.weight.to(device=device, dtype=dtype)
             o, c, k, _ = w.shape
             buf = torch.zeros(o, c, fh, fw, device=device, dtype=dtype)
@@ -90,6 +93,8 @@ class FFTConv2d(nn.Module):
             spec = torch.fft.rfft2(buf).conj().permute(2, 3, 0, 1).contiguous()
             del buf
             self._cache[key] = spec
+            while len(self._cache) > self.max_cached:  # spectra are large: keep the most recent few
+                self._cache.popitem(last=False)
         return spec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

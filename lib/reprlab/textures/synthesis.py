@@ -37,7 +37,8 @@ class SynthesisResult:
     """Synthesised images (n_samples, C, H, W) in [0, 1] and their optimisation record.
 
     ``losses[i]`` is sample i's eq. (5) loss after each optimiser iteration; ``iterations[i]``
-    its number of iterations; ``stopped`` is True when the callback asked to stop.
+    its number of iterations; ``stopped`` is True when the callback asked to stop, and then
+    ``images`` holds the samples finished so far plus the interrupted one (its best point).
     """
 
     images: torch.Tensor
