@@ -57,17 +57,16 @@ def stable_cholesky(
     if not torch.isfinite(a).all():
         raise CholeskyError(f"covariance matrix{label} has non-finite entries (NaN or inf)")
     eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
-    # jitter relative to each matrix's mean diagonal (at least 1), so it is scale-aware
-    scale = a.diagonal(dim1=-2, dim2=-1).abs().mean(-1).clamp_min(1.0).detach()[..., None, None]
+    # absolute jitter first (1e-6, as in the original code and GPyTorch's float64 default)
     current = float(jitter)
     for _ in range(max(1, int(max_tries))):
-        chol, info = torch.linalg.cholesky_ex(a + (current * scale) * eye)
+        chol, info = torch.linalg.cholesky_ex(a + current * eye)
         if not bool((info > 0).any()):
             return chol
         current *= 10.0
     raise CholeskyError(
         f"Cholesky failed{label}: matrix of shape {tuple(a.shape)} is not positive definite "
-        f"even with relative jitter {current / 10.0:.1e} added to the diagonal"
+        f"even with jitter {current / 10.0:.1e} added to the diagonal"
     )
 
 

@@ -3,8 +3,8 @@
 Inputs are 1-D scalars laid out as ``(T, S, n)``: ``T`` independent replicas of the model
 (e.g. the 10 trials of Table 1, trained side by side), ``S`` Monte-Carlo samples (or 1 to
 broadcast) and ``n`` points. Each replica has its own hyperparameters, stored as logarithms
-with shape ``(T,)``. The periodic kernel uses the same form as GPyTorch's ``PeriodicKernel``
-so the two implementations can be compared parameter for parameter.
+with shape ``(T,)``. The periodic kernel is MacKay's; GPyTorch's ``PeriodicKernel`` divides
+by its lengthscale rather than its square, so ``ℓ_gpytorch = ℓ²`` (see ``reprlab.dgp.peer``).
 """
 
 from __future__ import annotations

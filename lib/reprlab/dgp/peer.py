@@ -146,7 +146,8 @@ def to_reprlab(model, likelihood) -> DSVI:
     """An equivalent :class:`DSVI`: same kernels, locations and (unwhitened) ``q(u_ℓ)``.
 
     With ``L = chol(K_zz + jitter)`` of reprlab's prior, ``m = μ(z) + L m_v`` and
-    ``S = L S_v Lᵀ``, reprlab's KL equals GPyTorch's whitened ``KL[q(v) || N(0, I)]``.
+    ``S = L S_v Lᵀ``, reprlab's KL equals GPyTorch's whitened ``KL[q(v) || N(0, I)]``; both use
+    an absolute jitter of 1e-6 in float64. GPyTorch's periodic lengthscale is our ``ℓ²``.
     """
     layers_gp = [*model.hidden, model.last]
     kernels = []
@@ -159,7 +160,9 @@ def to_reprlab(model, likelihood) -> DSVI:
     for i, (ours, theirs) in enumerate(zip(dsvi.layers, layers_gp)):
         k_gp = theirs.covar_module
         ours.kernel.log_variance.fill_(float(k_gp.outputscale.reshape(-1)[0].log()))
-        ours.kernel.log_lengthscale.fill_(float(k_gp.base_kernel.lengthscale.reshape(-1)[0].log()))
+        log_l = float(k_gp.base_kernel.lengthscale.reshape(-1)[0].log())
+        # GPyTorch's PeriodicKernel is exp(-2 sin²(π r / p) / ℓ): its ℓ is our ℓ²
+        ours.kernel.log_lengthscale.fill_(0.5 * log_l if kernels[i] == "periodic" else log_l)
         if kernels[i] == "periodic":
             ours.kernel.log_period.fill_(float(k_gp.base_kernel.period_length.reshape(-1)[0].log()))
         z = theirs.variational_strategy.inducing_points.reshape(-1)
