@@ -140,8 +140,8 @@ def test_cli_simulate_then_fit_reports_twin_glm_and_families(tmp_path, capsys):
     assert sim["n_animals"] == len(list(data.iterdir())) >= 2
     model_path = tmp_path / "twin.pt"
     assert main(["v1", "fit", str(data), "--out", str(model_path), "--scale", "smoke", "--max-epochs", "2",
-                 "--quiet", "--json"]) == 0
-    rep = json.loads(capsys.readouterr().out)
+                 "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)  # progress goes to stderr: stdout is pure JSON
     assert rep["data"]["n_neurons"] == sim["n_neurons"]
     twin, glm = rep["twin"], rep["glm"]
     for key in ("median_test_correlation", "median_oracle_correlation", "median_fraction_of_oracle", "median_fev"):

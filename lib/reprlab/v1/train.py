@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -480,7 +481,7 @@ def fit_twin(
                                  "lr": opt.param_groups[0]["lr"], "seconds": seconds})
         if progress:
             tqdm.write(f"epoch {state['epoch']}: loss {train_loss:.4f} val corr {score:.4f} "
-                       f"lr {opt.param_groups[0]['lr']:.2g} ({seconds:.1f}s)")
+                       f"lr {opt.param_groups[0]['lr']:.2g} ({seconds:.1f}s)", file=sys.stderr)
         write_checkpoint()
         if callback is not None and callback(state["epoch"], train_loss, {"val_correlation": score, "model": model,
                                                                            "history": state["history"]}):
