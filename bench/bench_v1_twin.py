@@ -1,6 +1,8 @@
-"""Twin speed: seconds per training step (forward + backward + Adam) at the default and paper
-core sizes, dense factorised vs Gaussian-position readout, 2,000 and 13,000 neurons; and the
-resulting seconds per epoch of 4,000 distinct training images. Prints JSON and writes
+"""Twin speed: seconds per training step (forward + backward + Adam, batch 64, 36 x 64 images)
+of the default core (8 features x 8 orientations, kernels 13, 5, 5, 2 x 2 pooling after layer 1),
+dense factorised vs Gaussian-position readout, 2,000 and 13,000 neurons; and the resulting
+seconds per epoch of 4,000 distinct training images (``--paper`` adds the thesis' full-resolution
+16 x 8 core). Threads: ``REPRLAB_BENCH_THREADS`` (default 1; 1 is fastest on a shared machine). Prints JSON and writes
 bench/results/v1_twin.json. Ratios are measured in one run (the machine may be shared).
 """
 
@@ -17,11 +19,11 @@ from reprlab.v1.model import V1Twin, default_config
 from reprlab.v1.train import poisson_loss
 
 
-def step_time(features: int, downsample: int, readout: str, n_neurons: int, batch: int = 64, reps: int = 3) -> float:
+def step_time(features: int, pool: int, readout: str, n_neurons: int, batch: int = 64, reps: int = 3) -> float:
     torch.manual_seed(0)
     animals = [(f"a{i}", n_neurons // 4) for i in range(4)]
-    cfg = default_config(animals, core=dict(features=features, num_rotations=8, kernel_sizes=[13, 5, 5]),
-                         readout={"kind": readout}, downsample=downsample)
+    cfg = default_config(animals, core=dict(features=features, num_rotations=8, kernel_sizes=[13, 5, 5], pool=pool),
+                         readout={"kind": readout})
     model = V1Twin(cfg)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randn(batch, 36, 64) * 0.2
@@ -47,9 +49,9 @@ def main() -> dict:
              (8, 2, "factorized", 13000), (4, 2, "gaussian", 2000)]
     if "--paper" in sys.argv:
         cases += [(16, 1, "gaussian", 2000), (16, 1, "factorized", 2000)]
-    for features, ds, readout, n in cases:
-        s = step_time(features, ds, readout, n)
-        rows.append({"features": features, "orientations": 8, "downsample": ds, "readout": readout,
+    for features, pool, readout, n in cases:
+        s = step_time(features, pool, readout, n)
+        rows.append({"features": features, "orientations": 8, "pool_after_layer1": pool, "readout": readout,
                      "n_neurons": n, "seconds_per_step": s, "seconds_per_epoch_4000_images": s * 4000 / 64})
     def find(f, r, n):
         return next(x["seconds_per_step"] for x in rows if x["features"] == f and x["readout"] == r and x["n_neurons"] == n)
@@ -58,6 +60,7 @@ def main() -> dict:
         "load_average_at_start": load,
         "batch_size": 64,
         "image_shape": [36, 64],
+        "note": "rows use the default core unless features/pool differ; the default preset is features=8, pool=2",
         "rows": rows,
         "dense_over_gaussian_2000": find(8, "factorized", 2000) / find(8, "gaussian", 2000),
         "dense_over_gaussian_13000": find(8, "factorized", 13000) / find(8, "gaussian", 13000),

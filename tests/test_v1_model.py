@@ -180,3 +180,18 @@ def test_point_readout_matches_grid_sample_values_and_gradients():
     g_ours = torch.autograd.grad(ours.square().sum(), [feats, grid])
     g_ref = torch.autograd.grad(ref.square().sum(), [feats, grid])
     assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(g_ours, g_ref))
+
+
+def test_gaussian_readout_gradients_match_grid_sample_reference():
+    torch.manual_seed(6)
+    ro = GaussianReadout(9, 4, (6, 10), init_range=0.8).double()
+    feats = torch.randn(5, 4, 6, 10, dtype=torch.float64, requires_grad=True)
+    out = ro(feats)
+    ref_z = torch.nn.functional.grid_sample(feats, ro.mu[None].expand(5, -1, -1).unsqueeze(2), align_corners=True,
+                                           padding_mode="border").squeeze(-1)
+    ref = torch.nn.functional.elu(torch.einsum("bcn,nc->bn", ref_z, ro.features) + ro.bias) + 1
+    assert torch.allclose(out, ref, atol=1e-12)
+    params = [feats, ro.mu, ro.features, ro.bias]
+    g1 = torch.autograd.grad(out.pow(2).sum(), params)
+    g2 = torch.autograd.grad(ref.pow(2).sum(), params)
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(g1, g2))

@@ -58,23 +58,49 @@ def inverse_nonlinearity(y: torch.Tensor, kind: str = "elu1") -> torch.Tensor:
     raise ValueError(f"nonlinearity must be one of {NONLINEARITIES}, got {kind!r}")
 
 
-def _bilinear_rows(features: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Bilinear samples at ``grid (N, 2)`` as ``(N, B, C)``: gathers of contiguous ``B * C``
-    rows of the position-major feature table, whose backward is a row-wise ``index_add``."""
-    b, c, h, w = features.shape
+def _corners(grid: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices ``(4, N)`` of the 4 neighbouring pixels and bilinear weights ``(4, N)``."""
     g = grid.clamp(-1.0, 1.0)
     xf = (g[:, 0] + 1.0) * 0.5 * (w - 1)
     yf = (g[:, 1] + 1.0) * 0.5 * (h - 1)
     x0 = xf.detach().floor().clamp(0, max(w - 2, 0))
     y0 = yf.detach().floor().clamp(0, max(h - 2, 0))
-    dx, dy = (xf - x0)[:, None, None], (yf - y0)[:, None, None]
+    dx, dy = xf - x0, yf - y0
     x0, y0 = x0.long(), y0.long()
     x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
-    table = features.permute(2, 3, 0, 1).contiguous().view(h * w, b, c)
-    out = table.index_select(0, y0 * w + x0) * ((1 - dx) * (1 - dy))
-    out = out + table.index_select(0, y0 * w + x1) * (dx * (1 - dy))
-    out = out + table.index_select(0, y1 * w + x0) * ((1 - dx) * dy)
-    return out + table.index_select(0, y1 * w + x1) * (dx * dy)
+    idx = torch.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1])
+    wts = torch.stack([(1 - dx) * (1 - dy), dx * (1 - dy), (1 - dx) * dy, dx * dy])
+    return idx, wts
+
+
+def _row_table(features: torch.Tensor) -> torch.Tensor:
+    """Position-major copy ``(h * w, B, C)`` of ``features (B, C, h, w)``: gathers of
+    contiguous ``B * C`` rows, whose backward is a row-wise ``index_add``."""
+    b, c, h, w = features.shape
+    return features.permute(2, 3, 0, 1).contiguous().view(h * w, b, c)
+
+
+def _bilinear_rows(features: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples at ``grid (N, 2)`` as ``(N, B, C)``."""
+    _, _, h, w = features.shape
+    idx, wts = _corners(grid, h, w)
+    rows = _row_table(features).index_select(0, idx.reshape(-1))  # (4N, B, C)
+    return (rows.view(4, -1, *rows.shape[1:]) * wts[:, :, None, None]).sum(0)
+
+
+def _readout_drive(features: torch.Tensor, grid: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``sum_c r_nc Phi_c(b, mu_n)`` with bilinear interpolation, as ``(B, N)``.
+
+    The feature weights are contracted with each of the 4 neighbouring pixels first (one
+    gather, one batched matmul) and the bilinear weights are applied to the scalar drives,
+    which keeps the elementwise work at ``B * N`` instead of ``B * C * N``.
+    """
+    _, _, h, w = features.shape
+    idx, wts = _corners(grid, h, w)
+    n = grid.shape[0]
+    rows = _row_table(features).index_select(0, idx.reshape(-1))  # (4N, B, C)
+    drives = torch.bmm(rows, weights.repeat(4, 1)[:, :, None])[:, :, 0].view(4, n, -1)  # (4, N, B)
+    return (drives * wts[:, :, None]).sum(0).T
 
 
 def point_readout(features: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
@@ -158,9 +184,7 @@ class GaussianReadout(_Readout):
 
     def forward(self, features: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
         """``features (B, C, h, w)`` -> rates ``(B, N)``; ``noise (N, 2)`` jitters positions."""
-        z = _bilinear_rows(features, self.grid(noise))  # (N, B, C)
-        drive = torch.bmm(z, self.features[:, :, None])[:, :, 0].T  # (B, N)
-        return self.activate(drive)
+        return self.activate(_readout_drive(features, self.grid(noise), self.features))
 
     def positions(self) -> torch.Tensor:
         """Receptive-field positions in feature-map pixels ``(N, 2)`` as ``(x, y)``."""

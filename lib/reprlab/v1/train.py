@@ -61,7 +61,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     "default": dict(
         features=8, num_rotations=8, kernel_sizes=[13, 5, 5], downsample=1, pool=2, readout="gaussian",
-        batch_size=64, lr=0.01, max_epochs=16, patience=2, lr_decay_steps=1, tolerance=2e-3,
+        batch_size=64, lr=0.01, max_epochs=10, patience=1, lr_decay_steps=1, tolerance=5e-3,
     ),
     "paper": dict(
         features=16, num_rotations=8, kernel_sizes=[13, 5, 5], downsample=1, pool=1, readout="factorized",
