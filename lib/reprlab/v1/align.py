@@ -217,11 +217,14 @@ def rotate_readouts(
     period: float = TWO_PI,
     n_orientations: int | None = None,
     chunk_size: int = 8192,
+    normalize: bool = False,
 ) -> np.ndarray:
     """Rotate each readout ``R[n]`` by ``angles[n]``: eq. (2) if ``temperature`` is None, else eq. (4).
 
     ``R`` is (N, F, O) or (N, K) with ``n_orientations``; the result has the same shape as ``R``.
-    Cost O(N F O²) time, O(chunk_size F O²) extra memory.
+    ``normalize=True`` rescales each rotated readout to the norm of the original (see
+    :func:`_renormalise`: removes the contraction of interpolated rotations). Cost O(N F O²) time,
+    O(chunk_size F O²) extra memory.
     """
     period = _check_period(period)
     shape = np.shape(R)
@@ -239,8 +242,26 @@ def rotate_readouts(
             W = interpolation_weights(at, O, period)
         else:
             W = von_mises_weights(at, float(temperature), O, period)
-        out[s : s + chunk_size] = _apply_weights(Xt, W).numpy()
+        Y = _apply_weights(Xt, W)
+        if normalize:
+            Y = _renormalise(Y.reshape(Y.shape[0], -1), Xt.reshape(Xt.shape[0], -1)).reshape(Y.shape)
+        out[s : s + chunk_size] = Y.numpy()
     return out.reshape(shape)
+
+
+def _renormalise(A: torch.Tensor, X: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Rescale rows of rotated readouts ``A`` (..., K) to the norms of the originals ``X`` (..., K).
+
+    Why: S_α of eq. (2) at a non-grid angle (and S̃_α of eq. 4 at any finite T) averages
+    neighbouring orientation channels, which shrinks a readout by up to ``sqrt((1 + ρ)/2)`` (ρ =
+    correlation of adjacent channels; ρ ≈ 0 for a fitted twin's readouts, a 24% shrink). Unsquared
+    pairwise distances shrink with it, so eq. (3) is minimised by moving every neuron to half-way
+    angles - a bias that swamps the alignment signal on rough readouts. With the norm restored,
+    rotations are isometries (exactly so at grid angles, where nothing changes).
+    """
+    na = torch.sqrt((A * A).sum(-1, keepdim=True) + eps)
+    nx = torch.sqrt((X * X).sum(-1, keepdim=True))
+    return A * (nx / na)
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,16 +324,18 @@ def alignment_loss(
     reduction: str = "sum",
     chunk_size: int = 1024,
     device: str | torch.device | None = None,
+    normalize: bool = False,
 ) -> float:
     """Alignment loss eq. (3): ``Σ_{i<j} ||r_i(α_i) - r_j(α_j)||`` with r(α) = S_α r (eq. 2).
 
-    With ``temperature`` the relaxed rotation S̃_α (eq. 4) is used instead. ``reduction='mean'``
+    With ``temperature`` the relaxed rotation S̃_α (eq. 4) is used instead; ``normalize`` rescales
+    rotated readouts to their original norms (see :func:`rotate_readouts`). ``reduction='mean'``
     divides by the number of pairs. Exact, chunked: O(N² K) time, O(chunk_size · N) memory.
     """
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     X = as_readouts(R, n_orientations)
-    A = rotate_readouts(X, angles, temperature, period).reshape(X.shape[0], -1)
+    A = rotate_readouts(X, angles, temperature, period, normalize=normalize).reshape(X.shape[0], -1)
     f = pairwise_distance_sum if reduction == "sum" else mean_pairwise_distance
     return f(A, chunk_size=chunk_size, device=device)
 
@@ -326,6 +349,7 @@ def relaxed_objective(
     n_orientations: int | None = None,
     chunk_size: int = 1024,
     device: str | torch.device | None = None,
+    normalize: bool = False,
 ) -> float:
     """The regularised objective eq. (5) in per-pair / per-neuron mean form (exact, chunked).
 
@@ -335,8 +359,9 @@ def relaxed_objective(
     term only as N). O(N² K) time.
     """
     X = as_readouts(R, n_orientations)
-    pair = alignment_loss(X, angles, temperature, period, reduction="mean", chunk_size=chunk_size, device=device)
-    R0 = rotate_readouts(X, 0.0, temperature, period)
+    pair = alignment_loss(X, angles, temperature, period, reduction="mean", chunk_size=chunk_size, device=device,
+                          normalize=normalize)
+    R0 = rotate_readouts(X, 0.0, temperature, period, normalize=normalize)
     rec = np.sqrt(((R0 - X) ** 2).reshape(X.shape[0], -1).sum(1)).mean()
     return float(pair + beta * rec)
 
@@ -384,6 +409,7 @@ def _batch_objective(
     period: float,
     eps: float,
     metric: str,
+    normalize: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-problem minibatch estimate of eq. (5) (mean form) for P problems at once.
 
@@ -396,6 +422,8 @@ def _batch_objective(
     O = Rr.shape[1]
     W = von_mises_weights(alpha, T[:, None], O, period)  # (P, B, O)
     A = torch.bmm(W.transpose(0, 1), Rr).transpose(0, 1)  # (P, B, K)
+    if normalize:
+        A = _renormalise(A, Rb[None])
     A = A - A.mean(1, keepdim=True)
     sq = (A * A).sum(-1)  # (P, B)
     if B < 2:
@@ -409,6 +437,8 @@ def _batch_objective(
         pair = (torch.sqrt(d2 + eps).sum((1, 2)) - B * math.sqrt(eps)) / (B * (B - 1))
     W0 = von_mises_weights(torch.zeros_like(T), T, O, period)  # (P, O)
     R0 = (W0 @ Rr.transpose(0, 1).reshape(O, -1)).reshape(P, B, -1)
+    if normalize:
+        R0 = _renormalise(R0, Rb[None])
     rec = R0 - Rb[None]
     e = torch.sqrt((rec * rec).sum(-1) + eps).mean(-1)
     return pair + beta * e, pair, e
@@ -493,6 +523,14 @@ class RotationAligner:
     sweep_subsample, coordinate_rounds, finetune_epochs: large-N and multi-start steps above.
     output: what ``transform`` returns: 'relaxed' (eq. 4 at the fitted T, paper Fig. 4A) or
         'interpolated' (eq. 2 at the fitted angles).
+    normalize: rescale every rotated readout to its original norm (default True). The paper's
+        eq. (2)/(4) rotations average neighbouring channels and so shrink readouts at non-grid
+        angles; the unsquared distances of eq. (3) then favour half-way angles for every neuron,
+        which on rough readouts (a fitted twin's have adjacent-channel correlation ≈ 0) swamps the
+        alignment: planted rotations of twin readouts came back at half-grid angles with circular
+        correlation ≈ 0.4. With ``normalize`` the objective, the β selection by eq. (3), the
+        coordinate passes and ``transform`` all use norm-preserving rotations (identical to the
+        paper's at grid angles). False reproduces the paper's rotations exactly.
     metric: 'euclidean' (paper) or 'sqeuclidean'.
     random_state, device, dtype, progress (tqdm), callback(epoch, loss, state) -> True to stop.
 
@@ -523,6 +561,7 @@ class RotationAligner:
         coordinate_rounds: int = 5,
         finetune_epochs: int = 100,
         output: str = "relaxed",
+        normalize: bool = True,
         metric: str = "euclidean",
         chunk_size: int = 1024,
         random_state: int | None = None,
@@ -548,6 +587,7 @@ class RotationAligner:
         self.coordinate_rounds = coordinate_rounds
         self.finetune_epochs = finetune_epochs
         self.output = output
+        self.normalize = normalize
         self.metric = metric
         self.chunk_size = chunk_size
         self.random_state = random_state
@@ -667,7 +707,8 @@ class RotationAligner:
                     a = angles[rows, cols].requires_grad_(True)
                     t = t_raw[act].requires_grad_(True)
                     obj, _, _ = _batch_objective(
-                        Rb, Rr, a, torch.nn.functional.softplus(t), beta[act], period, eps, self.metric
+                        Rb, Rr, a, torch.nn.functional.softplus(t), beta[act], period, eps, self.metric,
+                        bool(self.normalize),
                     )
                     obj.sum().backward()
                     with torch.no_grad():
@@ -752,6 +793,7 @@ class RotationAligner:
         Xt = torch.as_tensor(X, dtype=dt, device=dev)
         scale = float((Xt.reshape(N, -1) ** 2).sum(1).mean())
         eps = 1e-10 * max(scale, 1e-30)
+        nrm = bool(self.normalize)
         timing: dict[str, float] = {}
 
         # 1. β sweep × restarts on the (sub)sample
@@ -781,7 +823,7 @@ class RotationAligner:
             ps = np.arange(bi * ni, (bi + 1) * ni)
             p = int(ps[np.argmin(res.objective[ps])])
             loss3 = alignment_loss(Xs, ang[p], None, period, reduction="mean",
-                                   chunk_size=self.chunk_size, device=dev)
+                                   chunk_size=self.chunk_size, device=dev, normalize=nrm)
             sweep.append({
                 "beta": float(betas[bi]),
                 "problem": p,
@@ -818,12 +860,12 @@ class RotationAligner:
         t0 = time.perf_counter()
         if M < N:
             rest = np.setdiff1d(np.arange(N), sub)
-            ref = rotate_readouts(Xs, ang[p], T, period).reshape(M, -1)
-            angles[rest] = _align_to_reference(X[rest], ref, T, period, dev, dt)
+            ref = rotate_readouts(Xs, ang[p], T, period, normalize=nrm).reshape(M, -1)
+            angles[rest] = _align_to_reference(X[rest], ref, T, period, dev, dt, normalize=nrm)
         changed: list[float] = []
         for _ in range(int(self.coordinate_rounds) if not stopped else 0):
-            ref = rotate_readouts(Xs, angles[sub], T, period).reshape(M, -1)
-            new = _align_to_reference(X, ref, T, period, dev, dt)
+            ref = rotate_readouts(Xs, angles[sub], T, period, normalize=nrm).reshape(M, -1)
+            new = _align_to_reference(X, ref, T, period, dev, dt, normalize=nrm)
             changed.append(float(np.mean(np.abs(np.angle(np.exp(1j * (new - angles)))) > 0.05)))
             angles = new
             if changed[-1] < 0.01:
@@ -852,7 +894,7 @@ class RotationAligner:
         # 4. exact eq. (3) over all pairs
         t0 = time.perf_counter()
         self.alignment_loss_ = alignment_loss(X, angles, None, period, reduction="mean",
-                                              chunk_size=self.chunk_size, device=dev)
+                                              chunk_size=self.chunk_size, device=dev, normalize=nrm)
         timing["exact_loss_seconds"] = time.perf_counter() - t0
         self.angles_ = np.remainder(angles, period)
         self.temperature_ = T
@@ -880,7 +922,7 @@ class RotationAligner:
         if mode not in ("relaxed", "interpolated"):
             raise ValueError(f"output must be 'relaxed' or 'interpolated', got {mode!r}")
         T = self.temperature_ if mode == "relaxed" else None
-        return rotate_readouts(X, angles, T, self.period)
+        return rotate_readouts(X, angles, T, self.period, normalize=bool(self.normalize))
 
     def transform(self, R: Any = None, output: str | None = None) -> np.ndarray:
         """Aligned readouts R̃ in the shape of ``R`` (``R=None``: the fitted data).
@@ -921,9 +963,10 @@ class RotationAligner:
                 f"R has readouts of shape {X.shape[1:]}, expected {(self.n_features_, self.n_orientations_)}"
             )
         idx = self.reference_index_
-        ref = rotate_readouts(self._X[idx], self.angles_[idx], self.temperature_, self.period)
+        nrm = bool(self.normalize)
+        ref = rotate_readouts(self._X[idx], self.angles_[idx], self.temperature_, self.period, normalize=nrm)
         return _align_to_reference(X, ref.reshape(idx.size, -1), self.temperature_, float(self.period),
-                                   pick_device(self.device), self.dtype)
+                                   pick_device(self.device), self.dtype, normalize=nrm)
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """Constructor parameters (scikit-learn protocol)."""
@@ -948,6 +991,7 @@ def _align_to_reference(
     dev: torch.device,
     dtype: torch.dtype,
     chunk: int = 256,
+    normalize: bool = False,
 ) -> np.ndarray:
     """Per-readout angle minimising the mean distance of S̃_α r to the rows of ``ref`` (M, K).
 
@@ -968,6 +1012,8 @@ def _align_to_reference(
         def score(cands: torch.Tensor, Rr: torch.Tensor = Rr) -> torch.Tensor:  # (c, G) -> (c, G)
             W = von_mises_weights(cands, temperature, O, period)  # (c, G, O)
             A = torch.bmm(W, Rr)  # (c, G, K)
+            if normalize:
+                A = _renormalise(A, Rr[:, :1])
             d2 = ((A * A).sum(-1)[..., None] + ref_sq - 2.0 * A @ ref_t.T).clamp_min(0.0)
             return d2.sqrt().mean(-1)
 
