@@ -87,3 +87,29 @@ def test_cluster_verb_errors_and_bundle(tiny_twin, tmp_path, capsys):
     C = b.array("clusters/center").shape[0]
     assert b.array("clusters/confusion").shape == (C, C) and labels.max() == C - 1
     assert b.document("scores")["n_clusters"] == C
+
+
+def test_cluster_verb_adds_results_to_an_existing_twin_bundle(tiny_twin, tmp_path, capsys):
+    from reprlab.io import write_bundle
+
+    path = tmp_path / "twin.pt"
+    tiny_twin.save(path)
+    twin_dir = tmp_path / "twin_bundle"
+    own = {"neurons/id": np.arange(24), "neurons/angle": np.full(24, 7.0, np.float32)}
+    write_bundle(twin_dir, "twin", arrays=own, documents={"meta": {"a": 1}}, config={"scale": "smoke"})
+    args = ["v1", "cluster", str(path), "--out", str(twin_dir), "--scale", "smoke", "--method", "kmeans",
+            "--no-controls", "--quiet", "--json"]
+    for _ in range(2):  # a second run replaces the ch6/ results
+        assert main(args) == 0
+        report = json.loads(capsys.readouterr().out)
+    assert report["bundle_kind"] == "twin" and report["prefix"] == "ch6/"
+    b = read_bundle(twin_dir, kind="twin", verify=True)
+    np.testing.assert_array_equal(b.array("neurons/angle"), own["neurons/angle"])  # the twin's own files kept
+    assert b.document("meta") == {"a": 1} and b.config["scale"] == "smoke" and "ch6" in b.config
+    assert b.array("ch6/neurons/aligned").shape == (24, 2, 8) and b.array("ch6/neurons/angle").shape == (24,)
+    C = b.array("ch6/clusters/center").shape[0]
+    assert b.array("ch6/clusters/confusion").shape == (C, C) and b.document("ch6/scores")["n_clusters"] == C
+    assert sum(n.startswith("ch6/neurons/aligned") for n in b.names()) == 1
+    # a bundle of another twin (different neuron count) is refused
+    write_bundle(twin_dir, "twin", arrays={"neurons/id": np.arange(5)})
+    assert main(args) == 2 and "neurons" in capsys.readouterr().out

@@ -10,7 +10,8 @@ analysis of :mod:`reprlab.v1.cluster`:
 * :func:`twin_truth` - ground-truth families and preferred orientations of simulated neurons in
   the model's neuron order;
 * :func:`cluster_twin` - all of it plus :func:`reprlab.v1.cluster.rotation_invariant_clustering`;
-* :func:`write_cluster_bundle` - the results as a ``v1-clusters`` bundle (:mod:`reprlab.io`);
+* :func:`write_cluster_bundle` - the results added under ``ch6/`` to the twin's artifact bundle, or
+  as a ``v1-clusters`` bundle (:mod:`reprlab.io`);
 * :func:`add_cluster_verb` - ``python -m reprlab v1 cluster MODEL --out DIR [--data FOLDER]``.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["add_cluster_verb", "centre_features", "centre_predictor", "cluster_twin", "image_rotation_sign",
+__all__ = ["add_cluster_verb", "centre_features", "cluster_arrays", "centre_predictor", "cluster_twin", "image_rotation_sign",
            "load_or_fit_twin", "mei_confusion_twin", "twin_readouts", "twin_truth", "write_cluster_bundle"]
 
 BUNDLE_KIND = "v1-clusters"
@@ -258,11 +259,9 @@ def load_or_fit_twin(scale: str | None = None, seed: int = 0, model_path: str | 
     return model, datasets
 
 
-def write_cluster_bundle(result: dict[str, Any], out: str | os.PathLike, config: dict | None = None) -> Path:
-    """Write a ``v1-clusters`` bundle: ``neurons/{readout,aligned,angle,label,block,embedding,animal}``,
-    ``clusters/{center,confusion,rotation,order,block}``, ``gmm/*``, ``controls/<name>/*`` arrays and
-    the ``scores``, ``sweep`` documents (atomic, via :func:`reprlab.io.write_bundle`)."""
-    from reprlab.io import to_jsonable, write_bundle
+def cluster_arrays(result: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays and documents of a clustering result (names as in :func:`write_cluster_bundle`)."""
+    from reprlab.io import to_jsonable
 
     arrays: dict[str, np.ndarray] = {
         "neurons/readout": np.asarray(result["readouts"], np.float32),
@@ -290,8 +289,53 @@ def write_cluster_bundle(result: dict[str, Any], out: str | os.PathLike, config:
         arrays[f"controls/{name}/label"] = np.asarray(c["labels"], np.int64)
         arrays[f"controls/{name}/embedding"] = np.asarray(c["embedding"], np.float32)
     documents = {"scores": to_jsonable(result["scores"]), "sweep": to_jsonable(result["aligner"].sweep_)}
-    return write_bundle(out, BUNDLE_KIND, arrays=arrays, documents=documents,
-                        config={**to_jsonable(result.get("config", {})), **(config or {})})
+    return arrays, documents
+
+
+#: Prefix of the chapter-6 results inside another bundle (e.g. the ``twin`` bundle of ``v1 twin``).
+MERGE_PREFIX = "ch6/"
+
+
+def write_cluster_bundle(result: dict[str, Any], out: str | os.PathLike, config: dict | None = None) -> Path:
+    """Write the clustering results atomically (:func:`reprlab.io.write_bundle`).
+
+    If ``out`` is an existing bundle of another kind - the twin's artifact bundle written by
+    ``v1 twin`` - the results are added to it under ``ch6/`` (``ch6/neurons/aligned``,
+    ``ch6/neurons/angle``, ``ch6/neurons/label``, ``ch6/neurons/embedding``,
+    ``ch6/clusters/confusion``, ..., documents ``ch6/scores``, ``ch6/sweep``; config key ``ch6``);
+    its own files are kept unchanged and earlier ``ch6/`` results are replaced. The number of
+    neurons must match the bundle's ``neurons/id``. Otherwise ``out`` becomes (or is replaced by)
+    a ``v1-clusters`` bundle with the same names without the prefix:
+    ``neurons/{readout,aligned,angle,label,block,embedding,animal}``,
+    ``clusters/{center,confusion,rotation,order,block}``, ``gmm/*``, ``truth/*``,
+    ``controls/<name>/*`` and the ``scores``, ``sweep`` documents.
+    """
+    from reprlab.io import MANIFEST, read_bundle, to_jsonable, write_bundle
+
+    arrays, documents = cluster_arrays(result)
+    cfg = {**to_jsonable(result.get("config", {})), **to_jsonable(config or {})}
+    target = Path(out)
+    if (target / MANIFEST).is_file():
+        b = read_bundle(target)
+        if b.kind != BUNDLE_KIND:
+            n = arrays["neurons/angle"].shape[0]
+            if b.has("neurons/id") and b.array("neurons/id").shape[0] != n:
+                raise ValueError(f"bundle {target} (kind {b.kind!r}) has {b.array('neurons/id').shape[0]} "
+                                 f"neurons, the clustered model has {n}: wrong model for this bundle?")
+            keep_a, keep_d = {}, {}
+            for rel in b.manifest["files"]:
+                name, ext = rel.rsplit(".", 1)
+                if name.startswith(MERGE_PREFIX):
+                    continue
+                if ext == "npy":
+                    keep_a[name] = b.array(name)
+                elif ext == "json":
+                    keep_d[name] = b.document(name)
+            keep_a.update({MERGE_PREFIX + k: v for k, v in arrays.items()})
+            keep_d.update({MERGE_PREFIX + k: v for k, v in documents.items()})
+            return write_bundle(target, b.kind, arrays=keep_a, documents=keep_d,
+                                config={**b.config, MERGE_PREFIX.rstrip("/"): cfg})
+    return write_bundle(target, BUNDLE_KIND, arrays=arrays, documents=documents, config=cfg)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -302,7 +346,8 @@ def add_cluster_verb(verbs: Any) -> None:
     p = verbs.add_parser("cluster", help="ch6: align, cluster and embed a fitted twin's readouts; confusion "
                                          "matrices, controls, scores against the simulated truth")
     p.add_argument("model", help="fitted twin model file (V1Twin.save, e.g. from `v1 fit`)")
-    p.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
+    p.add_argument("--out", required=True, help="the twin's artifact bundle (results added under ch6/), or a "
+                                                "new folder for a v1-clusters bundle; written atomically")
     p.add_argument("--data", default=None, help="the simulated data folder the twin was fitted on "
                                                 "(training images and ground truth for the scores)")
     p.add_argument("--method", choices=("gmm", "kmeans"), default="gmm")
@@ -339,4 +384,7 @@ def _cluster(args: argparse.Namespace) -> dict:
     rec = res.get("angle_recovery")
     if rec:
         scores["angle_corr_per_family"] = rec["per_group"]
-    return {"out": str(out), **scores}
+    from reprlab.io import read_bundle
+
+    kind = read_bundle(out).kind
+    return {"out": str(out), "bundle_kind": kind, "prefix": MERGE_PREFIX if kind != BUNDLE_KIND else "", **scores}
