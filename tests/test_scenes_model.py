@@ -82,12 +82,32 @@ def test_objective_matches_winner_terms_and_competition_probs(model, images):
     # deterministic competition picks the arg-min of λ L_x + L_r
     assert (d.winners == d.objective.argmin(2)).all()
     chosen = d.objective.gather(2, d.winners.unsqueeze(-1))[..., 0]
-    torch.testing.assert_close(chosen, cfg.lam * d.loss_x + d.loss_r, rtol=1e-4, atol=1e-3)
+    assert cfg.competition_norm == "pixels"  # score in nats per pixel (16 x 16 images)
+    torch.testing.assert_close(chosen, (cfg.lam * d.loss_x + d.loss_r) / 256, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(d.probs, torch.softmax(-d.objective / cfg.temperature, 2))
     torch.testing.assert_close(d.loss, (d.loss_x + cfg.beta * d.loss_z + cfg.gamma * d.loss_r).sum(1))
     # the loss with gradients (winners recomputed alone) equals the competition's values
     g = model.decompose(images, stochastic=False)
     torch.testing.assert_close(g.loss.detach(), d.loss, rtol=1e-4, atol=1e-2)
+
+
+@pytest.mark.parametrize("norm", ["sum", "pixels", "region"])
+def test_competition_objective_scaling(images, norm):
+    torch.manual_seed(6)
+    m = ECON(ECONConfig(**{**SMALL, "competition_norm": norm, "lam": 0.7}))
+    with torch.no_grad():
+        terms = m.expert_terms(images, torch.zeros(len(images), 16, 16), last=False)
+        d = m.decompose(images, n_steps=2, stochastic=False)  # step 0 is not the last step
+    raw = 0.7 * terms["loss_x"] + terms["loss_r"]
+    scale = {"sum": torch.ones_like(raw), "pixels": torch.full_like(raw, 256.0),
+             "region": terms["regions"].sum((2, 3)).clamp(min=1.0)}[norm]
+    torch.testing.assert_close(m.competition_objective(terms), raw / scale)
+    torch.testing.assert_close(d.objective[:, 0], raw / scale, rtol=1e-4, atol=1e-4)
+    # the ranking of experts (hence the deterministic winner) does not depend on a global scale
+    if norm != "region":
+        assert (d.winners[:, 0] == raw.argmin(1)).all()
+    with pytest.raises(ValueError, match="competition_norm"):
+        ECONConfig(**{**SMALL, "competition_norm": "mean"})
 
 
 def test_stochastic_winner_follows_probabilities(images):

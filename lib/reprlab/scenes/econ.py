@@ -3,8 +3,12 @@
 Inference runs t = T → 1 (front to back, §5). At every step all K experts attend to the
 unexplained scope, encode and reconstruct; the class-conditional ELBO terms
 (10) L_x, (11) L_z and (12) L_r are computed for every expert, and a winner is drawn with
-P(k) ∝ exp(−(λ L_x(k) + L_r(k)) / τ) (§5.2; τ = 1 is the paper's form). Only the winner's
-terms enter the objective (13) L_x + β L_z + γ L_r, so only winners receive gradients.
+P(k) ∝ exp(−(λ L_x(k) + L_r(k)) / (N τ)) (§5.2). The paper writes N = 1, but its terms are
+sums over pixels (10^2–10^4 nats here), which makes that softmax a hard arg-min from the first
+step; by default N = H·W (``competition_norm='pixels'``: the score in nats per pixel), which
+keeps the competition stochastic while experts are still similar and decisive once they
+differ — the regime the paper describes. Only the winner's terms enter the objective
+(13) L_x + β L_z + γ L_r, so only winners receive gradients.
 The scope is then updated with the winner's attention (eq. 14) and the last step takes
 the whole remaining scope. The region KL (12) uses the scope-multiplied generated shape
 s_t ⊙ m̃ (eq. 7), so decoders may inpaint full, occluded shapes.
@@ -28,6 +32,10 @@ from reprlab.scenes.expert import ExpertEnsemble
 from reprlab.scenes.layers import paint_layers
 
 LOG_EPS = -1e-6  # upper clamp of log-probabilities before log(1 - p)
+# How the competition objective λ L_x + L_r (sums over pixels) is scaled before the softmax:
+# 'sum' as written in §5.2; 'pixels' per pixel of the image (÷ H·W); 'region' per attended
+# pixel (÷ Σ r̃, so the score is how well the expert explains the region it chose).
+COMPETITION_NORMS: tuple[str, ...] = ("sum", "pixels", "region")
 
 
 @dataclass
@@ -47,6 +55,7 @@ class ECONConfig:
     lam: float = 1.0
     temperature: float = 1.0
     sigma_x: float = 0.1
+    competition_norm: str = "pixels"
 
     def __post_init__(self) -> None:
         self.attention_channels = tuple(int(c) for c in self.attention_channels)
@@ -59,6 +68,8 @@ class ECONConfig:
                 raise ValueError(f"ECONConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if self.lam < 0:
             raise ValueError(f"ECONConfig.lam must be >= 0, got {self.lam!r}")
+        if self.competition_norm not in COMPETITION_NORMS:
+            raise ValueError(f"ECONConfig.competition_norm must be one of {COMPETITION_NORMS}, got {self.competition_norm!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -185,6 +196,16 @@ class ECON(nn.Module):
         return dict(log_alpha=log_alpha, regions=r, mu=mu, rgb=rgb, shape=torch.sigmoid(mlogit),
                     loss_x=loss_x, loss_z=loss_z, loss_r=loss_r)
 
+    def competition_objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """λ L_x(k) + L_r(k) of §5.2 per image and expert (B, K), scaled by ``competition_norm``."""
+        cfg = self.config
+        score = cfg.lam * terms["loss_x"] + terms["loss_r"]
+        if cfg.competition_norm == "pixels":
+            return score / terms["regions"][0, 0].numel()
+        if cfg.competition_norm == "region":
+            return score / terms["regions"].sum((2, 3)).clamp(min=1.0)
+        return score
+
     def decompose(
         self,
         x: torch.Tensor,
@@ -228,7 +249,7 @@ class ECON(nn.Module):
                 eps = torch.randn(n, k, cfg.latent_dim, generator=generator, device=gdev).to(x.device, x.dtype)
             with torch.no_grad():  # competition: all experts, one batched pass
                 terms = self.expert_terms(x, log_s, last, eps)
-                objective = cfg.lam * terms["loss_x"] + terms["loss_r"]
+                objective = self.competition_objective(terms)
                 probs = torch.softmax(-objective / tau, dim=1)
             if forced_winners is not None:
                 win = forced_winners[:, step].to(x.device).long()

@@ -6,10 +6,10 @@ divided by √10, and training stops after ``max_decays`` decays (or ``max_steps
 ``max_minutes``). Training scenes are drawn on the fly from a generator seeded by
 (seed, step), so a run is deterministic and resumes exactly from its checkpoint.
 
-Deviation (documented): the competition temperature τ may be annealed from
-``temperature_start`` to the model's τ over ``anneal_steps`` — the paper reports that
-stochastic competition helps against early expert collapse; τ = 1 throughout is the
-paper's form (set ``temperature_start = None``).
+Optional (off in all presets): the competition temperature τ may be annealed from
+``temperature_start`` to the model's τ over ``anneal_steps``. It was needed when the
+competition score was a raw sum over pixels; the per-pixel score of
+``ECONConfig.competition_norm`` (default) replaces it.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "random": dict(image_size=16, latent_dim=4, vae_layers=2, vae_channels=8, attention_channels=(8, 16), attention_mlp=32, beta=1.0, gamma=3.26, lam=0.0),
     },
     "default": {
-        "unique": dict(image_size=32, latent_dim=4, vae_layers=3, vae_channels=16, attention_channels=(8, 16, 32), attention_mlp=64, beta=1.0, gamma=1.0, lam=1.0),
+        "unique": dict(image_size=32, latent_dim=3, vae_layers=3, vae_channels=16, attention_channels=(8, 16, 32), attention_mlp=64, beta=1.0, gamma=1.0, lam=1.0),
         "random": dict(image_size=32, latent_dim=5, vae_layers=3, vae_channels=16, attention_channels=(8, 16, 32), attention_mlp=64, beta=1.0, gamma=3.26, lam=0.0),
     },
     "paper": {
@@ -55,7 +55,7 @@ MODEL_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(batch_size=8, max_steps=40, eval_every=10, n_val=24, temperature_start=None, anneal_steps=0, threads=1),
-    "default": dict(batch_size=16, max_steps=3000, eval_every=100, n_val=100, anneal_steps=300),
+    "default": dict(batch_size=16, max_steps=3000, eval_every=100, n_val=100, temperature_start=None, anneal_steps=0),
     "paper": dict(batch_size=32, max_steps=None, eval_every=100, n_val=100, temperature_start=None, anneal_steps=0),
 }
 
@@ -314,6 +314,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         saved = dict(saved, roles={}, metrics=saved["state"].get("best_eval") or {}, provenance={})
     else:
         raise ValueError(f"{path}: not an ECON model file (kind {saved.get('kind')!r})")
+    cfg = dict(cfg)
+    cfg.setdefault("competition_norm", "sum")  # files written before the per-pixel score existed
     model = ECON(ECONConfig.from_dict(cfg))
     model.load_state_dict(sd)
     model.to(pick_device(device)).eval()
