@@ -294,3 +294,28 @@ def test_merge_labels_and_ari():
     assert adjusted_rand(merged, [5, 5, 7, 7, 9, 7]) == 1.0
     with pytest.raises(ValueError, match="cluster_to_block"):
         merge_labels([0, 4], [0, 1])
+
+
+def test_truth_angles_and_check_on_planted_families():
+    from reprlab.v1.align import rotate_readouts
+    from reprlab.v1.cluster import truth_alignment_check, truth_angles
+
+    rng = np.random.default_rng(0)
+    T = rng.standard_normal((2, 3, 8))
+    fam = np.repeat(["a", "b"], 30)
+    theta = rng.uniform(0, np.pi, 60)  # orientations are pi-periodic ...
+    flip = rng.integers(0, 2, 60)  # ... the readout rotation is 2pi-periodic
+    R = rotate_readouts(T[(fam == "b").astype(int)], -(theta + np.pi * flip), normalize=True)
+    R += 0.02 * rng.standard_normal(R.shape)
+    t = truth_angles(R, fam, theta)
+    for f in ("a", "b"):  # the flips are found: truth angles equal the planted rotations up to a constant
+        m = fam == f
+        assert circular_correlation(t[m], theta[m] + np.pi * flip[m]) > 0.99
+    ori = theta.copy()
+    ori[:5] = np.nan  # unoriented neurons keep the fallback angle
+    chk = truth_alignment_check(R, np.zeros(60), fam, ori)
+    assert chk["sign"] == 1.0 and np.all(chk["angles_truth"][:5] == 0.0)
+    assert chk["loss_truth"] < chk["loss_found"]
+    assert all(chk["within_truth"][f] < 0.5 * chk["within_found"][f] for f in ("a", "b"))
+    with pytest.raises(ValueError, match="shape"):
+        truth_angles(R, fam[:5], theta)

@@ -54,6 +54,8 @@ __all__ = [
     "rotate_shift_images",
     "rotation_invariant_clustering",
     "select_n_components",
+    "truth_alignment_check",
+    "truth_angles",
 ]
 
 
@@ -749,6 +751,107 @@ def angle_recovery(
             "n_groups": len(per_group), "period": float(period)}
 
 
+def _mean_distance_to(X: np.ndarray, Y: np.ndarray, chunk: int = 2048) -> np.ndarray:
+    """Mean Euclidean distance of each row of X to the rows of Y, in row chunks (Gram matrices)."""
+    y2 = (Y * Y).sum(1)
+    out = np.empty(X.shape[0])
+    for s in range(0, X.shape[0], chunk):
+        x = X[s : s + chunk]
+        d2 = (x * x).sum(1)[:, None] + y2[None, :] - 2.0 * x @ Y.T
+        out[s : s + chunk] = np.sqrt(np.clip(d2, 0.0, None)).mean(1)
+    return out
+
+
+def truth_angles(
+    readouts: Any,
+    families: Any,
+    orientations: Any,
+    sign: float = 1.0,
+    fallback: Any = None,
+    normalize: bool = True,
+    n_passes: int = 8,
+) -> np.ndarray:
+    """Alignment angles built from the ground truth (the 'oracle' of :func:`truth_alignment_check`).
+
+    Readout rotations span 2π while a preferred orientation θ is π-periodic, so a neuron of
+    orientation θ is aligned by ``α = sign·θ + π·b`` with an unknown flip b ∈ {0, 1}. Starting
+    from b = 0, up to ``n_passes`` passes set every neuron's b to the value minimising its mean
+    distance to the truth-aligned readouts of its family (eq. 3 restricted to the family;
+    rotations :func:`~reprlab.v1.align.rotate_readouts`, norm-preserving if ``normalize``).
+    Neurons without an orientation (NaN, e.g. DoG cells) get ``fallback[n]`` (default 0).
+    O(passes · Σ_family n_f² K) time.
+    """
+    from reprlab.v1.align import as_readouts, rotate_readouts
+
+    R = as_readouts(readouts).astype(np.float64)
+    N = R.shape[0]
+    fam = np.asarray(families).ravel()
+    ori = np.asarray(orientations, dtype=np.float64).ravel()
+    if fam.shape != (N,) or ori.shape != (N,):
+        raise ValueError(f"families and orientations must have shape ({N},), got {fam.shape}, {ori.shape}")
+    fb = np.zeros(N) if fallback is None else np.asarray(fallback, dtype=np.float64).ravel()
+    if fb.shape != (N,):
+        raise ValueError(f"fallback must have shape ({N},), got {fb.shape}")
+    ok = np.isfinite(ori)
+    base = np.where(ok, sign * np.nan_to_num(ori), fb)
+    flip = np.zeros(N)
+    for f in np.unique(fam[ok]):
+        m = np.flatnonzero((fam == f) & ok)
+        A0 = rotate_readouts(R[m], base[m], normalize=normalize).reshape(m.size, -1)
+        A1 = rotate_readouts(R[m], base[m] + math.pi, normalize=normalize).reshape(m.size, -1)
+        b = np.zeros(m.size, dtype=bool)
+        for _ in range(int(n_passes)):
+            cur = np.where(b[:, None], A1, A0)
+            nb = _mean_distance_to(A1, cur) < _mean_distance_to(A0, cur)
+            if np.array_equal(nb, b):
+                break
+            b = nb
+        flip[m] = b
+    return np.remainder(base + math.pi * flip, 2 * math.pi)
+
+
+def truth_alignment_check(
+    readouts: Any, angles: Any, families: Any, orientations: Any, normalize: bool = True
+) -> dict[str, Any]:
+    """Is the ground truth the minimum of eq. (3)? Compares found ``angles`` with :func:`truth_angles`.
+
+    For both signs of the orientation convention the truth-built angles are evaluated; the sign
+    with the lower loss is kept. Returns the exact mean eq. (3) loss for the found angles and for
+    the truth angles (``loss_found``, ``loss_truth``), per family the mean within-family pairwise
+    distance of the aligned readouts (``within_found``, ``within_truth``), the truth angles and the
+    sign. If ``loss_truth > loss_found`` the alignment objective itself prefers other angles than the
+    true orientations on these readouts - no optimiser of eq. (3) can then recover them exactly.
+    O(N² K) time.
+    """
+    from reprlab.v1.align import (
+        alignment_loss,
+        as_readouts,
+        mean_pairwise_distance,
+        rotate_readouts,
+    )
+
+    R = as_readouts(readouts).astype(np.float64)
+    N = R.shape[0]
+    a = np.asarray(angles, dtype=np.float64).ravel()
+    if a.shape != (N,):
+        raise ValueError(f"angles must have shape ({N},), got {a.shape}")
+    fam = np.asarray(families).ravel()
+    best = None
+    for sign in (1.0, -1.0):
+        t = truth_angles(R, fam, orientations, sign=sign, fallback=a, normalize=normalize)
+        loss = alignment_loss(R, t, reduction="mean", normalize=normalize)
+        if best is None or loss < best[1]:
+            best = (t, loss, sign)
+    t, loss_truth, sign = best
+
+    def within(ang: np.ndarray) -> dict[str, float]:
+        A = rotate_readouts(R, ang, normalize=normalize).reshape(N, -1)
+        return {str(f): mean_pairwise_distance(A[fam == f]) for f in np.unique(fam) if (fam == f).sum() > 1}
+
+    return {"loss_found": alignment_loss(R, a, reduction="mean", normalize=normalize), "loss_truth": loss_truth,
+            "within_found": within(a), "within_truth": within(t), "angles_truth": t, "sign": sign}
+
+
 def merge_labels(labels: Any, cluster_to_block: Any) -> np.ndarray:
     """Map cluster labels to merged (block) labels; -1 stays -1.
 
@@ -917,6 +1020,17 @@ def rotation_invariant_clustering(
         scores["angle_corr_abs_weighted"] = float(
             sum(abs(v) * rec["sizes"][k] for k, v in rec["per_group"].items()) / max(1, sum(rec["sizes"].values()))
         ) if rec["per_group"] else float("nan")
+        if fam is not None:  # is the truth the eq. (3) optimum, and how well would it cluster?
+            chk = truth_alignment_check(R, al.angles_, fam, ori, normalize=bool(al.normalize))
+            out["truth_alignment"] = chk
+            scores["eq3_loss_found"] = chk["loss_found"]
+            scores["eq3_loss_truth_angles"] = chk["loss_truth"]
+            At = al._rotate(R, chk["angles_truth"])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                lt = ReadoutClustering(method, K, n_init=int(cfg["gmm_n_init"]) if method == "gmm" else 10,
+                                       random_state=random_state).fit(At).labels_
+            scores["ari_clusters_truth_angles"] = adjusted_rand(lt, fam)
 
     if controls:
         t0 = time.perf_counter()
