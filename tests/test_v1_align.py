@@ -15,12 +15,14 @@ from reprlab.v1.align import (
     alignment_loss,
     as_readouts,
     expected_noise_distance,
+    half_grid_distance,
     mean_pairwise_distance,
     pairwise_distance_sum,
     periodic_gp_readouts,
     relaxed_objective,
     rotate_readouts,
     rotation_matrix,
+    rough_readouts,
     shift_distance_curve,
     synthetic_alignment_experiment,
 )
@@ -287,24 +289,16 @@ def test_expected_noise_distance_matches_monte_carlo():
 # -- planted rotations of rough, twin-like readouts --------------------------------------------
 
 
-def rough_planted(n=160, n_families=4, F=4, O=8, noise=0.4, seed=0):
-    """Families of white-noise templates (adjacent-channel correlation ≈ 0, like a fitted twin's
-    readouts) rotated by continuous planted angles (norm-preserving eq. 2) plus noise."""
-    rng = np.random.default_rng(seed)
-    T = rng.standard_normal((n_families, F, O))
-    T /= np.linalg.norm(T.reshape(n_families, -1), axis=1)[:, None, None]
-    fam = np.arange(n) % n_families
-    phi = rng.uniform(0.0, TWO_PI, n)
-    R = rotate_readouts(T[fam], -phi, normalize=True)
-    return R + noise * rng.standard_normal(R.shape) / np.sqrt(F * O), fam, phi
+def rough_planted(seed=0):
+    d = rough_readouts(160, 4, 4, 8, noise=0.4, random_state=seed)
+    return d.R, d.groups, d.shifts
 
 
 PLANTED = dict(betas=(0.1, 1.0, 10.0), n_init=1, max_epochs=150, finetune_epochs=10, progress=False)
 
 
-def _half_grid_distance(angles, O=8):
-    """Mean |fractional grid position - 1/2|: 0.25 for uniform angles, 0 if all sit half-way."""
-    return float(np.abs(np.remainder(angles * O / TWO_PI, 1.0) - 0.5).mean())
+def _half_grid_distance(angles):
+    return half_grid_distance(angles, 8)
 
 
 def test_renormalised_rotation_is_an_isometry_and_exact_on_the_grid():

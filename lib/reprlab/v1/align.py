@@ -64,6 +64,8 @@ __all__ = [
     "relaxed_objective",
     "rotate_readouts",
     "rotation_matrix",
+    "rough_readouts",
+    "half_grid_distance",
     "shift_distance_curve",
     "synthetic_alignment_experiment",
     "von_mises_weights",
@@ -1104,6 +1106,46 @@ def periodic_gp_readouts(
     templates = f(np.arange(n_groups), np.broadcast_to(grid, (n_groups, grid.size)))
     return SyntheticReadouts(R=R, clean=clean, groups=groups, shifts=shifts, noise=float(noise),
                              templates=templates, grid=grid)
+
+
+def rough_readouts(
+    n_readouts: int = 160,
+    n_groups: int = 4,
+    n_features: int = 4,
+    n_orientations: int = 8,
+    noise: float = 0.4,
+    random_state: int | None = None,
+) -> SyntheticReadouts:
+    """Planted rotations of rough, twin-like readouts (the aligner check of the twin's readouts).
+
+    A fitted twin's readouts are rough along the orientation axis (adjacent-channel correlation
+    ≈ 0, unlike the smooth GP samples of :func:`periodic_gp_readouts`). Here each group's template is
+    white noise (F × O, unit norm); readout i is its group's template rotated by a continuous
+    planted angle φ_i ~ U[0, 2π) with the norm-preserving eq. (2) (``S_{-φ}``, so ``S_φ`` aligns it),
+    plus i.i.d. noise of total norm ≈ ``noise``. Groups are assigned cyclically (``i mod n_groups``).
+    """
+    if n_readouts < 2 or n_groups < 1 or n_features < 1 or n_orientations < 2 or not noise >= 0:
+        raise ValueError(
+            "need n_readouts >= 2, n_groups >= 1, n_features >= 1, n_orientations >= 2, noise >= 0; got "
+            f"{n_readouts}, {n_groups}, {n_features}, {n_orientations}, {noise}"
+        )
+    rng = np.random.default_rng(random_state)
+    T = rng.standard_normal((n_groups, n_features, n_orientations))
+    T /= np.linalg.norm(T.reshape(n_groups, -1), axis=1)[:, None, None]
+    groups = np.arange(n_readouts) % n_groups
+    shifts = rng.uniform(0.0, TWO_PI, n_readouts)
+    clean = rotate_readouts(T[groups], -shifts, normalize=True)
+    R = clean + noise * rng.standard_normal(clean.shape) / math.sqrt(n_features * n_orientations)
+    grid = np.arange(n_orientations) * TWO_PI / n_orientations
+    return SyntheticReadouts(R=R, clean=clean, groups=groups, shifts=shifts, noise=float(noise), templates=T,
+                             grid=grid)
+
+
+def half_grid_distance(angles: Any, n_orientations: int, period: float = TWO_PI) -> float:
+    """Mean |fractional channel position of the angles - 1/2|: 0.25 for angles spread uniformly,
+    0 when every angle sits half-way between two channels (the contraction bias of eq. 2)."""
+    a = np.asarray(angles, dtype=np.float64).ravel()
+    return float(np.abs(np.remainder(a * n_orientations / period, 1.0) - 0.5).mean())
 
 
 def expected_noise_distance(noise: float, dim: int) -> float:
