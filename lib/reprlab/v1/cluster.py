@@ -926,7 +926,8 @@ def rotation_invariant_clustering(
        :func:`greedy_blocks` at ``block_threshold`` (Fig. 7 left); labels merged into blocks.
     5. ``controls``: the appendix-A controls (features permuted within / across neurons) aligned,
        clustered with the same K and embedded (Figs. A1-A3).
-    6. With ``families`` (N,): ARI of clusters, of blocks and of the controls against them; with
+    6. With ``families`` (N,): ARI of clusters, of blocks and of the controls against them (and,
+       for names like ``complex_ss_coi``, against the coarse type before the first '_'); with
        ``orientations`` (N,, radians in [0, π), NaN for unoriented neurons): circular correlation
        of the angles with the orientations within each family (period π; see :func:`angle_recovery`).
 
@@ -1010,6 +1011,11 @@ def rotation_invariant_clustering(
             .fit(R).labels_, fam) if _n_distinct(R.reshape(N, -1)) >= K else float("nan")
         if predict is not None:
             scores["ari_blocks"] = adjusted_rand(out["block_labels"], fam)
+        coarse = np.asarray([str(f).split("_")[0] for f in fam])  # e.g. complex_ss_coi -> complex
+        if np.unique(coarse).size < np.unique(fam).size:  # families named <type>_<modulation>
+            scores["ari_clusters_coarse"] = adjusted_rand(clus.labels_, coarse)
+            if predict is not None:
+                scores["ari_blocks_coarse"] = adjusted_rand(out["block_labels"], coarse)
     if ori is not None:
         ok = np.isfinite(ori)
         groups = fam if fam is not None else np.zeros(N, int)
