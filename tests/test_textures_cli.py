@@ -41,9 +41,12 @@ def test_cli_errors_exit_2(tmp_path, capsys):
 
 
 def test_cli_bench_json(capsys):
-    rc = main(["textures", "bench", "--size", "16", "--repeats", "1", "--json"])
+    rc = main(["textures", "bench", "--size", "16", "--repeats", "1", "--no-scan", "--json"])
     assert rc == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n_maps"] == 1024
-    assert report["direct"]["seconds_per_iteration"] > 0 and report["fft"]["seconds_per_iteration"] > 0
-    assert report["loss_rel_diff"] < 1e-4 and report["grad_rel_err"] < 1e-3
+    for path in ("baseline", "direct", "fast"):
+        assert report[path]["seconds_per_iteration"] > 0
+    for path in ("direct", "fast"):  # all three paths compute the same loss and gradient
+        assert report[path]["loss_rel_diff_vs_baseline"] < 1e-4 and report[path]["grad_rel_err_vs_baseline"] < 1e-3
+    assert set(report["breakdown"]["fast"]) >= {"features", "gram"}

@@ -24,10 +24,12 @@ def register(verbs: argparse._SubParsersAction) -> None:
     add_json_flag(p)
     p.set_defaults(handler=_synthesize)
 
-    b = verbs.add_parser("bench", help="time the Random-Multiscale loss: direct conv2d vs FFT fast path")
+    b = verbs.add_parser("bench", help="time the Random-Multiscale loss: straightforward conv2d + autograd "
+                                       "vs the fused / FFT fast path")
     b.add_argument("--size", type=int, default=256)
     b.add_argument("--repeats", type=int, default=3)
     b.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    b.add_argument("--no-scan", action="store_true", help="skip the FFT-threshold scan")
     b.add_argument("--out", default=None, help="also write the JSON report to this path")
     add_json_flag(b)
     b.set_defaults(handler=_bench)
@@ -75,7 +77,7 @@ def _synthesize(args: argparse.Namespace) -> dict:
 def _bench(args: argparse.Namespace) -> dict:
     from reprlab.textures.benchmark import run_bench
 
-    report = run_bench(size=args.size, repeats=args.repeats, threads=args.threads)
+    report = run_bench(size=args.size, repeats=args.repeats, threads=args.threads, scan=not args.no_scan)
     if args.out:
         from reprlab.io import atomic_write_json
 

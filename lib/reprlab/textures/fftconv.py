@@ -1,29 +1,44 @@
 """'Same' convolution with large kernels by FFT, with cached filter spectra.
 
 Paper section 2 uses stride 1, no bias and zero padding (k-1)/2, i.e. the output has the
-input's size. For kernels of 15x15 and more (the 37x37 and 55x55 scales dominate the
-cost of Random-Multiscale) a direct convolution costs O(H W k^2) per map and channel,
-while the FFT path costs O(H W log(H W)) independent of k:
+input's size. A direct convolution costs O(H W k^2) per map and channel, the FFT path
+O(H W log(H W)) independent of k, so the large scales of Random-Multiscale (up to 55x55)
+are much cheaper by FFT:
 
 - all FFT kernels are embedded, centred, into one kmax x kmax support (a centred zero
-  border does not change a 'same' correlation), so one input rfft2, one spectral product
-  summed over colour channels and one irfft2 serve every large scale at once;
+  border does not change a 'same' correlation), so one input rfft2 serves every scale
+  and all maps share one FFT size;
 - the FFT size only needs to be >= H + (kmax-1)/2 (not H + kmax - 1; and >= kmax): we
   keep the output's H x W window, and the circular wrap then only ever reads zero padding;
+  it is rounded up to a 5-smooth length (products of 2, 3, 5);
 - the kernel is stored rolled by -(k-1)/2 so the correlation lands at index 0 (no roll
-  of the output), and its conjugate spectrum is cached per (FFT size, device, dtype).
+  of the output), and its conjugate spectrum is cached per (FFT size, device, dtype);
+- maps are processed in chunks of :attr:`FFTConv2d.chunk` so that the spectral products
+  and inverse transforms stay small (cache-friendly, no large temporary allocations), and
+  each chunk's cropped output is written straight into a caller's buffer, optionally
+  through the nonlinearity (:meth:`FFTConv2d.correlate_into`);
+- the backward pass is written by hand (:meth:`FFTConv2d.adjoint`): the map is linear, its
+  adjoint is the 'same' convolution of the output gradient with the same kernels, i.e. one
+  rfft2 per gradient map, a sum over maps of the products with the cached spectra, and one
+  irfft2 per input channel; no activation is saved.
 
-The result equals ``torch.nn.functional.conv2d(x, w, padding=(k-1)//2)`` (a
-cross-correlation, as in all deep-learning frameworks) up to float rounding.
+On the CPU the transforms use scipy's pocketfft, which on this machine was 2-3x faster than
+``torch.fft`` for the inverse real 2-D transform (measured, see bench/bench_textures.py);
+other devices use ``torch.fft``. The result equals
+``torch.nn.functional.conv2d(x, w, padding=(k-1)//2)`` (a cross-correlation, as in all
+deep-learning frameworks) up to float rounding.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import scipy.fft
 import torch
 from torch import nn
+
+_SCIPY_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 
 
 def fft_size(n: int, pad: int) -> int:
@@ -32,6 +47,25 @@ def fft_size(n: int, pad: int) -> int:
     n + pad keeps the circular wrap inside the zero padding; 2 pad + 1 (the kernel size)
     keeps the kernel itself from aliasing on images smaller than it."""
     return int(scipy.fft.next_fast_len(max(int(n) + int(pad), 2 * int(pad) + 1), real=True))
+
+
+def _use_scipy(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu" and t.dtype in _SCIPY_DTYPES and not t.is_conj()
+
+
+def rfft2(x: torch.Tensor, s: tuple[int, int]) -> torch.Tensor:
+    """Real 2-D FFT over the last two dims, zero-padded to ``s`` (scipy on CPU, else torch)."""
+    if _use_scipy(x):
+        return torch.from_numpy(scipy.fft.rfft2(x.detach().numpy(), s=s, workers=torch.get_num_threads()))
+    return torch.fft.rfft2(x, s=s)
+
+
+def irfft2(xf: torch.Tensor, s: tuple[int, int], overwrite: bool = False) -> torch.Tensor:
+    """Inverse of :func:`rfft2` to real (..., s[0], s[1]); ``overwrite`` lets scipy reuse ``xf``."""
+    if _use_scipy(xf):
+        return torch.from_numpy(scipy.fft.irfft2(xf.detach().numpy(), s=s, workers=torch.get_num_threads(),
+                                                 overwrite_x=overwrite))
+    return torch.fft.irfft2(xf, s=s)
 
 
 def embed_centered(weights: list[torch.Tensor]) -> torch.Tensor:
@@ -45,6 +79,10 @@ def embed_centered(weights: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(out, 0)
 
 
+def _copy_into(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    return out.copy_(src)
+
+
 class FFTConv2d(nn.Module):
     """Stride-1, bias-free, zero-padded 'same' correlation with odd square kernels, by FFT.
 
@@ -55,6 +93,8 @@ class FFTConv2d(nn.Module):
 
     #: number of input sizes whose spectra are kept (least recently used dropped first)
     max_cached: int = 2
+    #: maps per spectral product / inverse FFT batch (small batches stay in cache)
+    chunk: int = 32
 
     def __init__(self, weights: list[torch.Tensor]):
         super().__init__()
@@ -72,95 +112,128 @@ class FFTConv2d(nn.Module):
     def out_channels(self) -> int:
         return int(self.weight.shape[0])
 
+    @property
+    def in_channels(self) -> int:
+        return int(self.weight.shape[1])
+
     def clear_cache(self) -> None:
         self._cache.clear()
 
-    def spectrum(self, fh: int, fw: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Conjugate rfft2 of the kernels rolled so that their centre sits at (0, 0).
+    def cache_bytes(self) -> int:
+        """Memory held by the cached spectra."""
+        return sum(v.numel() * v.element_size() for v in self._cache.values())
 
-        Stored frequency-major, shape (fh, fw//2+1, O, C): the backward pass is then one
-        batched matmul over frequencies without any copy of the (large) spectra."""
+    def fft_shape(self, h: int, w: int) -> tuple[int, int]:
+        return fft_size(h, self.pad), fft_size(w, self.pad)
+
+    def spectrum(self, fh: int, fw: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """Conjugate rfft2 (O, C, fh, fw//2+1) of the kernels rolled so that their centre sits at (0, 0)."""
         key = (fh, fw, str(device), dtype)
         spec = self._cache.get(key)
         if spec is not None:
             self._cache.move_to_end(key)
-        else:
-            w = self.weight.to(device=device, dtype=dtype)
-            o, c, k, _ = w.shape
-            buf = torch.zeros(o, c, fh, fw, device=device, dtype=dtype)
-            buf[..., :k, :k] = w
+            return spec
+        w = self.weight.to(device=device, dtype=dtype)
+        o, c, k, _ = w.shape
+        parts = []
+        for o0 in range(0, o, self.chunk):  # chunked: the zero-padded kernels are as large as the spectra
+            buf = w.new_zeros(min(self.chunk, o - o0), c, fh, fw)
+            buf[..., :k, :k] = w[o0:o0 + self.chunk]
             buf = torch.roll(buf, shifts=(-self.pad, -self.pad), dims=(-2, -1))
-            spec = torch.fft.rfft2(buf).conj().permute(2, 3, 0, 1).contiguous()
-            del buf
-            self._cache[key] = spec
-            while len(self._cache) > self.max_cached:  # spectra are large: keep the most recent few
-                self._cache.popitem(last=False)
+            parts.append(rfft2(buf, (fh, fw)).conj_physical_())
+        spec = torch.cat(parts, 0)
+        del parts
+        self._cache[key] = spec
+        while len(self._cache) > self.max_cached:  # spectra are large: keep the most recent few
+            self._cache.popitem(last=False)
         return spec
 
+    def correlate_into(self, x: torch.Tensor, out: torch.Tensor,
+                       act: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = _copy_into) -> torch.Tensor:
+        """Write ``act(correlation of x with every kernel)`` into ``out`` (O, H, W) for one image x (C, H, W).
+
+        ``act(src, out=dst)`` writes the nonlinearity of ``src`` into ``dst`` (e.g. ``torch.clamp_min(src, 0,
+        out=dst)`` for ReLU); the default copies. No autograd graph is recorded (see :meth:`adjoint`)."""
+        c, h, w = x.shape
+        o = self.out_channels
+        if c != self.in_channels or out.shape != (o, h, w):
+            raise ValueError(f"expected x (C={self.in_channels}, H, W) and out ({o}, H, W), got "
+                             f"{tuple(x.shape)} and {tuple(out.shape)}")
+        fh, fw = self.fft_shape(h, w)
+        with torch.no_grad():
+            spec = self.spectrum(fh, fw, x.device, x.dtype)
+            xf = rfft2(x, (fh, fw))
+            for o0 in range(0, o, self.chunk):
+                s = spec[o0:o0 + self.chunk]
+                prod = xf[0] * s[:, 0]
+                for ci in range(1, c):
+                    prod.addcmul_(xf[ci], s[:, ci])
+                y = irfft2(prod, (fh, fw), overwrite=True)
+                act(y[:, :h, :w], out=out[o0:o0 + self.chunk])
+        return out
+
+    def adjoint(self, gy: torch.Tensor) -> torch.Tensor:
+        """The adjoint of :meth:`correlate_into` (without act): gradient (C, H, W) from ``gy`` (O, H, W).
+
+        dx_c = irfft2(sum_o G_o S_oc) with G_o = rfft2(gy_o) and S = conj(cached spectra); computed
+        as conj(sum_o conj(G_o) spec_oc) so that only the small per-chunk G is conjugated."""
+        if gy.ndim != 3 or gy.shape[0] != self.out_channels:
+            raise ValueError(f"expected a gradient ({self.out_channels}, H, W), got {tuple(gy.shape)}")
+        return self.adjoint_finish(self.adjoint_spectrum(gy), *gy.shape[-2:])
+
+    def adjoint_spectrum(self, gy: torch.Tensor, start: int = 0, acc: torch.Tensor | None = None) -> torch.Tensor:
+        """Accumulate sum_o conj(G_o) spec_o (C, fh, fw//2+1) over the maps ``start ... start + len(gy)``.
+
+        Lets a caller produce the output gradient a few maps at a time (see model._TextureLoss);
+        :meth:`adjoint_finish` turns the sum into the input gradient."""
+        o, h, w = gy.shape
+        if start < 0 or start + o > self.out_channels:
+            raise ValueError(f"maps {start}..{start + o} out of range for {self.out_channels} kernels")
+        fh, fw = self.fft_shape(h, w)
+        with torch.no_grad():
+            spec = self.spectrum(fh, fw, gy.device, gy.dtype)
+            for o0 in range(0, o, self.chunk):
+                g = rfft2(gy[o0:o0 + self.chunk], (fh, fw)).conj_physical_()
+                s = spec[start + o0:start + min(o0 + self.chunk, o)]
+                part = (g[:, None] * s).sum(0)
+                acc = part if acc is None else acc.add_(part)
+        return acc
+
+    def adjoint_finish(self, acc: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """Input gradient (C, h, w) from the sum of :meth:`adjoint_spectrum`."""
+        fh, fw = self.fft_shape(h, w)
+        with torch.no_grad():
+            return irfft2(acc.conj_physical_(), (fh, fw), overwrite=True)[:, :h, :w]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.weight.shape[1]:
-            raise ValueError(f"expected input (B, {self.weight.shape[1]}, H, W), got {tuple(x.shape)}")
-        _, _, h, w = x.shape
-        fh, fw = fft_size(h, self.pad), fft_size(w, self.pad)
-        spec = self.spectrum(fh, fw, x.device, x.dtype)
-        return _FFTCorrelate.apply(x, spec, fh, fw)
-
-
-def _mix_forward(xf: torch.Tensor, spec: torch.Tensor) -> torch.Tensor:
-    """out[b, o, f] = sum_c xf[b, c, f] spec[f, o, c] -> (B, O, fh, fw2) (a permuted view).
-
-    C <= 3: a short loop of fused multiply-adds in the frequency-major layout."""
-    xp = xf.permute(2, 3, 0, 1)  # (fh, fw2, B, C)
-    out = xp[..., 0, None] * spec[..., None, :, 0]
-    for c in range(1, xf.shape[1]):
-        out.addcmul_(xp[..., c, None], spec[..., None, :, c])
-    return out.permute(2, 3, 0, 1)
-
-
-def _reversed_padded(g: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
-    """Zero-pad (..., H, W) to (..., fh, fw) with circularly reversed indices: out[-i, -j] = g[i, j].
-
-    For real g, rfft2 of this equals conj(rfft2(zero-padded g)), which lets the adjoint
-    use the cached (conjugate) spectra without materialising a conjugate copy of them.
-    """
-    h, w = g.shape[-2:]
-    f = g.flip((-2, -1))  # f[i', j'] = g[h-1-i', w-1-j']
-    out = g.new_zeros(*g.shape[:-2], fh, fw)
-    out[..., fh - h + 1:, fw - w + 1:] = f[..., : h - 1, : w - 1]
-    out[..., fh - h + 1:, 0] = f[..., : h - 1, w - 1]
-    out[..., 0, fw - w + 1:] = f[..., h - 1, : w - 1]
-    out[..., 0, 0] = f[..., h - 1, w - 1]
-    return out
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        return _FFTCorrelate.apply(x, self)
 
 
 class _FFTCorrelate(torch.autograd.Function):
-    """y = 'same' correlation of x with the kernels whose conjugate spectra are ``spec``.
-
-    The map is linear in x, so the backward needs no saved activations: the gradient is
-    the adjoint ('same' convolution of the output gradient with the same kernels), done
-    with the same cached spectra and FFT size:
-    dx = irfft2(sum_o G_o conj(S_o)) = irfft2(conj(sum_o conj(G_o) S_o)), and conj(G) is
-    the rfft2 of the index-reversed gradient (real input), so nothing big is conjugated.
-    """
+    """Autograd wrapper of :class:`FFTConv2d` for a batch: forward per image, backward by the adjoint."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, spec: torch.Tensor, fh: int, fw: int) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        ctx.save_for_backward(spec)
-        ctx.sizes = (fh, fw, h, w)
-        xf = torch.fft.rfft2(x, s=(fh, fw))
-        return torch.fft.irfft2(_mix_forward(xf, spec), s=(fh, fw))[..., :h, :w]
+    def forward(ctx, x: torch.Tensor, conv: FFTConv2d) -> torch.Tensor:
+        ctx.conv = conv
+        b, _, h, w = x.shape
+        out = x.new_empty(b, conv.out_channels, h, w)
+        for i in range(b):
+            conv.correlate_into(x[i], out[i])
+        return out
 
     @staticmethod
     def backward(ctx, gy: torch.Tensor):
-        (spec,) = ctx.saved_tensors
-        fh, fw, h, w = ctx.sizes
-        gf_conj = torch.fft.rfft2(_reversed_padded(gy, fh, fw))  # = conj(rfft2(padded gy))
-        mixed = torch.matmul(gf_conj.permute(2, 3, 0, 1), spec)  # (fh, fw2, B, C): sum over the O maps
-        gx = torch.fft.irfft2(mixed.permute(2, 3, 0, 1).conj(), s=(fh, fw))[..., :h, :w]
-        return gx, None, None, None
+        gy = gy.contiguous()
+        return torch.stack([ctx.conv.adjoint(g) for g in gy]), None
 
 
 def conv2d_same(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Direct stride-1 bias-free 'same' correlation, the reference for :class:`FFTConv2d`."""
     return nn.functional.conv2d(x, weight, padding=(int(weight.shape[-1]) - 1) // 2)
+
+
+def conv2d_same_adjoint(gy: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Adjoint of :func:`conv2d_same` (its gradient with respect to the input) for (B, O, H, W) gradients."""
+    return nn.functional.conv_transpose2d(gy, weight, padding=(int(weight.shape[-1]) - 1) // 2)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from reprlab.textures.fftconv import FFTConv2d, conv2d_same
+from reprlab.textures.fftconv import FFTConv2d, conv2d_same, conv2d_same_adjoint
 from reprlab.textures.filterbanks import FilterBank
 
 #: ImageNet mean intensity per RGB channel (in [0, 1]); its luminance for grayscale
@@ -29,7 +29,7 @@ IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_MEAN_GRAY = 0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406
 
 #: kernels of this size and larger go through the FFT path by default (see bench/bench_textures.py)
-FFT_THRESHOLD = 15
+FFT_THRESHOLD = 7
 
 NONLINEARITIES = ("relu", "sigmoid", "none")
 
@@ -86,6 +86,74 @@ class _GramLoss(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         f, d = ctx.saved_tensors
         return (d @ f).mul_(grad * ctx.scale), None, None
+
+
+def _relu_into(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    return torch.clamp_min(src, 0, out=out)
+
+
+def _sigmoid_into(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(src, out=out)
+
+
+def _copy_into(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    return out.copy_(src)
+
+
+_ACT_INTO = {"relu": _relu_into, "sigmoid": _sigmoid_into, "none": _copy_into}
+
+
+class _TextureLoss(torch.autograd.Function):
+    """Eq. (5) for one mean-removed image x (C, H, W), fused end to end with a hand-written backward.
+
+    Forward: the feature maps of every scale are written, through the nonlinearity, straight
+    into one (N, H W) buffer (no per-scale outputs, no concatenation, no autograd graph);
+    then E = ||G - T||^2 / ||T||^2 with G = F F^T / M from the upper block triangle.
+    Backward: dE/dF = 4 (G - T) F / (M ||T||^2); times the nonlinearity's derivative (read off
+    the saved F: F > 0 for ReLU, F (1 - F) for the sigmoid), in place; then the adjoint of each
+    convolution (transposed conv2d for small kernels, FFT adjoint for large ones).
+    ``t`` is in the model's internal map order (:attr:`TextureModel._order`).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, t: torch.Tensor, model: TextureModel) -> torch.Tensor:
+        f = model._feature_rows(x)
+        m = f.shape[1]
+        d = _sym_gram(f, model.gram_block).div_(m).sub_(t)
+        norm = (t * t).sum()
+        ctx.save_for_backward(f, d)
+        ctx.model, ctx.hw = model, tuple(x.shape[-2:])
+        ctx.scale = 4.0 / (m * norm)
+        return (d * d).sum() / norm
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        f, d = ctx.saved_tensors
+        model = ctx.model
+        h, w = ctx.hw
+        g = _gram_grad_into_features(d, f, grad * ctx.scale, model.nonlinearity).view(-1, h, w)
+        return model._conv_adjoint(g), None, None
+
+
+def _gram_grad_into_features(d: torch.Tensor, f: torch.Tensor, scale: torch.Tensor, nonlinearity: str,
+                             cols: int = 4096) -> torch.Tensor:
+    """``scale * (d @ f) * act'(f)`` for features f = act(y) (N, M), in blocks of ``cols`` positions.
+
+    The derivative of the nonlinearity is read off its output (ReLU: f > 0; sigmoid: f (1 - f))
+    and applied to each block while it is still in cache (measured ~10% faster than one big
+    product followed by a separate masking pass)."""
+    n, m = f.shape
+    out = f.new_empty(n, m)
+    for j0 in range(0, m, cols):
+        fc = f[:, j0:j0 + cols]
+        g = torch.matmul(d, fc).mul_(scale)
+        if nonlinearity == "relu":
+            torch.mul(g, fc > 0, out=out[:, j0:j0 + cols])
+        elif nonlinearity == "sigmoid":
+            torch.mul(g, fc * (1 - fc), out=out[:, j0:j0 + cols])
+        else:
+            out[:, j0:j0 + cols] = g
+    return out
 
 
 class TextureModel(nn.Module):
@@ -151,6 +219,12 @@ class TextureModel(nn.Module):
                 self._direct_idx.append(i)
         self.fftconv = FFTConv2d(fft_w) if fft_w else None
         self._fft_maps = [int(bank.weights[i].shape[0]) for i in self._fft_idx]
+        # internal map order of the fused loss: direct scales first, then the FFT block
+        starts = [0]
+        for w in bank.weights:
+            starts.append(starts[-1] + int(w.shape[0]))
+        order = [r for i in self._direct_idx + self._fft_idx for r in range(starts[i], starts[i + 1])]
+        self._order = None if order == list(range(self.n_maps)) else torch.tensor(order)
 
     def extra_repr(self) -> str:
         return (f"bank={self.bank.name!r}, sizes={self.bank.sizes}, N={self.n_maps}, nonlinearity={self.nonlinearity!r}, "
@@ -175,8 +249,45 @@ class TextureModel(nn.Module):
                 parts[i] = yi
         return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
 
+    def _feature_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """Features (N, H W) of one mean-removed image x (C, H, W) in the internal order, no autograd."""
+        c, h, w = x.shape
+        act = _ACT_INTO[self.nonlinearity]
+        out = x.new_empty(self.n_maps, h, w)
+        r = 0
+        with torch.no_grad():
+            for i in self._direct_idx:
+                wi = getattr(self, f"weight_{i}").to(dtype=x.dtype)
+                act(conv2d_same(x[None], wi)[0], out=out[r:r + wi.shape[0]])
+                r += int(wi.shape[0])
+            if self.fftconv is not None:
+                self.fftconv.correlate_into(x, out[r:], act)
+        return out.view(self.n_maps, h * w)
+
+    def _conv_adjoint(self, g: torch.Tensor) -> torch.Tensor:
+        """Adjoint of the linear conv layer in the internal order: (N, H, W) gradient -> (C, H, W)."""
+        dx = None
+        r = 0
+        for i in self._direct_idx:
+            wi = getattr(self, f"weight_{i}").to(dtype=g.dtype)
+            n = int(wi.shape[0])
+            part = conv2d_same_adjoint(g[None, r:r + n], wi)[0]
+            dx = part if dx is None else dx.add_(part)
+            r += n
+        if self.fftconv is not None:
+            part = self.fftconv.adjoint(g[r:])
+            dx = part if dx is None else dx.add_(part)
+        return dx
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Feature maps F (B, N, H, W): conv layer followed by the nonlinearity."""
+        if not (torch.is_grad_enabled() and x.requires_grad):  # no graph needed: the fused, buffer-filling path
+            x = self.preprocess(_as_batch(x, self.in_channels))
+            rows = [self._feature_rows(xi) for xi in x]
+            f = (rows[0][None] if len(rows) == 1 else torch.stack(rows)).view(x.shape[0], self.n_maps, *x.shape[-2:])
+            if self._order is not None:
+                f = f[:, torch.argsort(self._order.to(f.device))]
+            return f
         y = self.conv(x)
         if self.nonlinearity == "relu":
             return torch.relu(y)
@@ -204,11 +315,13 @@ class TextureModel(nn.Module):
         norm = (t ** 2).sum(dim=(1, 2))
         if torch.any(norm == 0):
             raise ValueError("target Gram matrix is all zeros: the target texture has no feature energy")
-        f = self.features(x)
-        b, _, h, w = f.shape
-        f = f.reshape(b, n, h * w)
-        losses = [_GramLoss.apply(f[i], t[i if t.shape[0] > 1 else 0], self.gram_block) for i in range(b)]
+        if self._order is not None:  # the fused loss works in the internal map order
+            o = self._order.to(t.device)
+            t = t[:, o][:, :, o]
+        x = self.preprocess(x)
+        losses = [_TextureLoss.apply(x[i], t[i if t.shape[0] > 1 else 0].contiguous(), self) for i in range(x.shape[0])]
         return torch.stack(losses).sum()
+
 
 def gram_distance(x: torch.Tensor, y: torch.Tensor, model: TextureModel) -> float:
     """Eq. (2): ``sum (G(x) - G(y))^2 / (||G(x)|| ||G(y)||)`` (Frobenius norms) under ``model``."""
