@@ -83,3 +83,16 @@ def test_bad_inputs_raise_clear_errors():
         M.test_correlation(np.zeros((4, 2)), np.zeros((5, 3, 2)))
     with pytest.raises(ValueError, match="NaN"):
         M.fev(np.zeros((5, 2)), np.full((5, 3, 2), np.nan))
+
+
+def test_oracle_slope_is_the_through_origin_fit_and_truth_beats_the_noisy_oracle():
+    o = np.array([0.2, 0.5, 0.8, np.nan])
+    assert M.oracle_slope(0.7 * o, o) == pytest.approx(0.7)
+    s = M.summarize({"test_correlation": 0.7 * o, "oracle_correlation": o})
+    assert s["oracle_slope"] == pytest.approx(0.7)
+    # the noiseless rate predicts single trials better than the leave-one-out mean of 9 repeats
+    mean, rep = _poisson_repeats(images=200, repeats=10, neurons=20)
+    m = M.evaluate(mean, rep)
+    assert M.oracle_slope(m["test_correlation"], m["oracle_correlation"]) > 1.0
+    with pytest.raises(ValueError, match="same length"):
+        M.oracle_slope(np.zeros(3), np.zeros(4))

@@ -99,13 +99,14 @@ def _family_table(twin: dict, glm: dict | None) -> dict:
             g = glm["by_group"][fam]
             row["glm_fraction_of_oracle"] = g["median_fraction_of_oracle"]
             row["glm_test_correlation"] = g["median_test_correlation"]
+            row["twin_minus_glm_fraction_of_oracle"] = st["median_fraction_of_oracle"] - g["median_fraction_of_oracle"]
         table[fam] = row
     return table
 
 
 def _headline(summary: dict) -> dict:
     keys = ("n_neurons", "median_test_correlation", "median_average_correlation", "median_oracle_correlation",
-            "median_fraction_of_oracle", "median_fev")
+            "median_fraction_of_oracle", "oracle_slope", "median_fev")
     return {k: summary[k] for k in keys if k in summary}
 
 
