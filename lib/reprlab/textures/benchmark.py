@@ -198,8 +198,9 @@ def run_bench(size: int = 256, repeats: int = 3, maps_per_scale: int = 128, fft_
     The paths run interleaved (baseline, direct, fast, baseline, ...) so that a changing load on
     a shared machine affects them alike; medians of wall and CPU time per iteration are
     reported, and ``speedup`` = baseline / fast (also ``speedup_vs_direct``, which isolates the
-    FFT). ``peak_memory_mb`` is the working memory of one iteration (peak RSS during it minus RSS
-    before it); ``spectra_cache_mb`` the fast path's persistent filter spectra. ``threads`` sets
+    FFT). ``peak_memory_mb`` is the working memory of one iteration after the warm-up (peak RSS
+    during it minus RSS before it; ``first_call_peak_memory_mb`` for the warm-up call, which also
+    builds the spectra); ``spectra_cache_mb`` the fast path's persistent filter spectra. ``threads`` sets
     torch's intra-op threads for the run (restored afterwards); ``scan`` adds the threshold scan.
     """
     if not isinstance(size, int) or size < 16:
@@ -241,7 +242,7 @@ def _run(size, repeats, maps_per_scale, fft_threshold, device, seed, scan) -> di
     with torch.no_grad():
         tg = models["direct"].grams(target)[0]
     paths = {"baseline": baseline.loss, "direct": models["direct"].loss, "fast": models["fast"].loss}
-    stats = {name: {"wall": [], "cpu": [], "peak": [], "first": None} for name in paths}
+    stats = {name: {"wall": [], "cpu": [], "peak": [], "first": None, "first_peak": None} for name in paths}
     grads, losses = {}, {}
     for rep in range(repeats + 1):  # the first round warms up (and fills the FFT spectra cache)
         for name, loss_fn in paths.items():
@@ -261,17 +262,18 @@ def _run(size, repeats, maps_per_scale, fft_threshold, device, seed, scan) -> di
             peak = (torch.cuda.max_memory_allocated(dev) / 2**20 - base) if dev.type == "cuda" else sampler.peak - base
             st = stats[name]
             if rep == 0:
-                st["first"] = wall
+                st["first"], st["first_peak"] = wall, peak
             else:
                 st["wall"].append(wall)
                 st["cpu"].append(cpu)
-            st["peak"].append(peak)
+                st["peak"].append(peak)
             grads[name], losses[name] = g.detach().cpu().double(), loss
             del g
     for name, st in stats.items():
         report[name] = {"seconds_per_iteration": statistics.median(st["wall"]), "all_seconds": st["wall"],
                         "cpu_seconds_per_iteration": statistics.median(st["cpu"]), "all_cpu_seconds": st["cpu"],
-                        "first_call_seconds": st["first"], "peak_memory_mb": max(st["peak"]), "loss": losses[name]}
+                        "first_call_seconds": st["first"], "peak_memory_mb": max(st["peak"]),
+                        "first_call_peak_memory_mb": st["first_peak"], "loss": losses[name]}
     fftconv = models["fast"].fftconv
     report["fast"]["spectra_cache_mb"] = fftconv.cache_bytes() / 2**20 if fftconv is not None else 0.0
     for name in ("direct", "fast"):

@@ -135,14 +135,13 @@ class FFTConv2d(nn.Module):
             return spec
         w = self.weight.to(device=device, dtype=dtype)
         o, c, k, _ = w.shape
-        parts = []
+        cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        spec = torch.empty(o, c, fh, fw // 2 + 1, device=device, dtype=cdtype)
         for o0 in range(0, o, self.chunk):  # chunked: the zero-padded kernels are as large as the spectra
             buf = w.new_zeros(min(self.chunk, o - o0), c, fh, fw)
             buf[..., :k, :k] = w[o0:o0 + self.chunk]
             buf = torch.roll(buf, shifts=(-self.pad, -self.pad), dims=(-2, -1))
-            parts.append(rfft2(buf, (fh, fw)).conj_physical_())
-        spec = torch.cat(parts, 0)
-        del parts
+            torch.conj_physical(rfft2(buf, (fh, fw)), out=spec[o0:o0 + self.chunk])
         self._cache[key] = spec
         while len(self._cache) > self.max_cached:  # spectra are large: keep the most recent few
             self._cache.popitem(last=False)
