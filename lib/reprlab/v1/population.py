@@ -38,6 +38,17 @@ Model of neuron ``n`` for a stimulus ``x`` (stimulus space of :mod:`reprlab.v1.s
 
 Parameters vary continuously within each family (log-normal sizes, spatial frequencies,
 strengths; orientations with a cardinal bias; RF centres concentrated in the image centre).
+
+Sizes (36 x 64 images spanning ~120° of visual field: ~2°/pixel, as in the thesis' data). The
+Gabor RF diameter ``2σ`` (± two envelope stds) is ~11-25 px (median ~16 px ≈ 30°), the
+scale of mouse V1 receptive fields and of the MEIs of the thesis' twins on 36 x 64 images
+(spatial frequency ~0.045 cycles/° with ``ν·σ`` ≈ 0.75: two to three subfields). The
+surround annulus peaks at 1-1.5 and reaches ~2-3 classical-RF radii, the extent of the
+suppressive surround in mouse V1 (suppression grows up to stimulus sizes ~2-3 times the
+optimal one). A previous version used ``ν·σ`` ≈ 1.05 and surround ratios up to 3.5, which
+put RF diameters at ~45° (up to ~85°) and the surround pool mostly beyond the 21-29 px
+receptive field of the thesis' core (kernels 13, 5, 5), so that no twin of the thesis'
+architecture could reproduce size tuning measured in silico (chapter 7).
 ``rate`` is vectorised: filters are built for chunks of neurons at once and applied as one
 matrix product per chunk; there is no Python loop over neurons.
 """
@@ -628,13 +639,16 @@ def sample_population(
     direction[is_dog] = 0.0
 
     # spatial frequency (mouse V1 prefers ~0.04 cycles/degree ≈ 0.08 cycles/pixel at ~2°/pixel)
-    # and size through the number of cycles per σ (ν·σ ≈ 1: one to two subfields)
+    # and size through the number of cycles per σ. ν·σ ≈ 0.75 (two to three subfields, a broad
+    # ~1.6-octave spatial-frequency bandwidth) puts the RF diameter 2σ at ~15-20 px ≈ 30-40°,
+    # the size of mouse V1 receptive fields and of the thesis' MEIs on 36 x 64 images; the core
+    # of the thesis (kernels 13, 5, 5: a 21-29 px receptive field) is sized for such neurons.
     sf = _lognormal(rng, 0.085, 0.25, n, 0.04, 0.2)
     sf[is_complex] = np.clip(sf[is_complex] * 1.15, 0.04, 0.2)
-    cycles = _lognormal(rng, 1.05, 0.18, n, 0.75, 1.8)
-    size = np.clip(cycles / sf, 5.0, 22.0)
+    cycles = _lognormal(rng, 0.75, 0.18, n, 0.55, 1.25)
+    size = np.clip(cycles / sf, 4.0, 15.0)
     size[is_dog] = _lognormal(rng, 6.0, 0.25, int(is_dog.sum()), 3.0, 14.0)
-    size[is_corner] = _lognormal(rng, 10.0, 0.2, int(is_corner.sum()), 6.0, 18.0)
+    size[is_corner] = _lognormal(rng, 8.0, 0.2, int(is_corner.sum()), 5.0, 13.0)
     sf[is_dog | is_corner] = 0.0
     phase = rng.uniform(0, 2 * np.pi, n)
     m = np.zeros(n)
@@ -646,7 +660,9 @@ def sample_population(
     ss = np.isin(codes, _SS)
     coi = np.isin(codes, _COI)
     s_ss = np.where(ss, _lognormal(rng, 0.8, 0.6, n, 0.1, 6.0), 0.0)
-    s_ratio = rng.uniform(2.2, 3.5, n)
+    # annulus outer std s_out = ratio x the RF envelope std σ/2: the pool peaks at 1-1.5 and reaches
+    # ~2-3 classical-RF radii (σ), the extent of the suppressive surround in mouse V1
+    s_ratio = rng.uniform(2.0, 3.0, n)
     s_untuned = rng.uniform(0.1, 0.5, n)
     s_coi = np.where(coi, _lognormal(rng, 0.8, 0.6, n, 0.1, 6.0), 0.0)
     dog_ratio = np.where(is_dog, rng.uniform(2.0, 4.0, n), 0.0)
