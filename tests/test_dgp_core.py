@@ -241,3 +241,63 @@ def test_data_generators():
         sin_exp_data(n=1)
     with pytest.raises(ValueError):
         heartbeat_signal(warp_strength=1.5)
+
+
+def test_conditional_with_jitter_is_the_noisy_observation_posterior():
+    """With jitter j the conditional must be a Gaussian conditional: mean and covariance of the GP
+    given u observed with noise variance j, i.e. k_xx − K_xz (K_zz + jI)⁻¹ K_zx (+ αᵀSα).
+
+    The old code used k_xx − αᵀK_zzα with α = (K_zz + jI)⁻¹K_zx, which is larger by j·αᵀα (here
+    ~1e-3) and is not the conditional of any Gaussian.
+    """
+    j = 1e-2
+    kernel = SquaredExponential(variance=1.0, lengthscale=0.7)
+    z = torch.linspace(-1, 1, 6, dtype=D)
+    x = torch.linspace(-1.2, 1.1, 9, dtype=D)
+    u = torch.cos(2 * z)
+    lq = 0.1 * torch.eye(6, dtype=D)
+    with torch.no_grad():
+        mean, cov = conditional(kernel, zero_mean, _b(z), _b(x), _b(u), None, full_cov=True, jitter=j)
+        _, var = conditional(kernel, zero_mean, _b(z), _b(x), _b(u), None, jitter=j)
+        _, var_s = conditional(kernel, zero_mean, _b(z), _b(x), _b(u), _b(lq), jitter=j)
+        kzz = kernel(_b(z), _b(z))[0, 0] + j * torch.eye(6, dtype=D)
+        kzx = kernel(_b(z), _b(x))[0, 0]
+        kxx = kernel(_b(x), _b(x))[0, 0]
+    alpha = torch.linalg.solve(kzz, kzx)
+    ref_cov = kxx - kzx.T @ alpha
+    assert torch.allclose(mean[0, 0], alpha.T @ u, atol=1e-10)
+    assert torch.allclose(cov[0, 0], ref_cov, atol=1e-10)
+    assert torch.allclose(var[0, 0], ref_cov.diagonal(), atol=1e-10)
+    assert torch.allclose(var_s[0, 0], (ref_cov + alpha.T @ lq @ lq.T @ alpha).diagonal(), atol=1e-10)
+
+
+def test_replica_grad_clipper_clips_only_the_spiking_replica():
+    from reprlab.dgp.fit import ReplicaGradClipper
+
+    model = make_model("dsvi", n_replicas=3)
+    params = list(model.parameters())
+    clipper = ReplicaGradClipper(params, 3, factor=10.0)
+
+    def set_grads(scales):
+        for p in params:
+            g = torch.ones_like(p)
+            for t, s in enumerate(scales):
+                g[t] *= s
+            p.grad = g
+
+    set_grads([1.0, 1.0, 1.0])
+    n0 = clipper().clone()  # first call sets the reference norm
+    set_grads([1.0, 5.0, 1e6])  # replica 2 spikes, replica 1 is within the factor
+    before = [p.grad.clone() for p in params]
+    norms = clipper()
+    assert torch.allclose(norms, n0 * torch.tensor([1.0, 5.0, 1e6], dtype=D))
+    after = clipper.norms()
+    assert torch.allclose(after[:2], norms[:2])
+    assert after[2] < 10.0 * n0[2] * 1.0001 and after[2] > 9.9 * n0[2]
+    for b, p in zip(before, params):  # directions kept, replicas 0 and 1 untouched
+        assert torch.equal(p.grad[:2], b[:2])
+        assert torch.allclose(p.grad[2] / p.grad[2].norm(), b[2] / b[2].norm())
+    with pytest.raises(ValueError, match="clip factor"):
+        ReplicaGradClipper(params, 3, factor=0.5)
+    with pytest.raises(ValueError, match="leading dimension"):
+        ReplicaGradClipper(params, 2)

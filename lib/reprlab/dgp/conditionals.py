@@ -97,12 +97,18 @@ def conditional(
     alpha = kzz_inv @ kzx  # α(x) = K_zz⁻¹ K_zx, (..., M, N)
     resid = (u_mean - mean_fn(z)).unsqueeze(-2)  # (..., 1, M)
     mean = mean_fn(x) + (resid @ alpha).squeeze(-2)
-    # K_zz - S (eq. 8); with S = 0 this is eq. (3)
-    inner = kzz if u_scale_tril is None else kzz - u_scale_tril @ u_scale_tril.transpose(-1, -2)
-    inner_alpha = inner @ alpha
+    # Covariance k_xx - αᵀ(K̃_zz - S)α with K̃_zz = L Lᵀ = K_zz + jitter·I, the matrix whose
+    # inverse is in α (eq. 8; S = 0 gives eq. 3). Using K_zz here instead of K̃_zz (as before)
+    # adds jitter·αᵀα, which is not the conditional of any Gaussian and grows when K_zz is
+    # near-singular. αᵀK̃α = ‖Lᵀα‖² = K_xz K̃⁻¹ K_zx, exactly as in the original code.
+    a = lzz.transpose(-1, -2) @ alpha  # Lᵀα = L⁻¹K_zx, (..., M, N)
+    b = None if u_scale_tril is None else u_scale_tril.transpose(-1, -2) @ alpha  # Sᵀᐟ²α
     if full_cov:
-        return mean, kernel(x, x) - alpha.transpose(-1, -2) @ inner_alpha
-    var = kernel.diag(x) - (alpha * inner_alpha).sum(-2)
+        cov = kernel(x, x) - a.transpose(-1, -2) @ a
+        return mean, cov if b is None else cov + b.transpose(-1, -2) @ b
+    var = kernel.diag(x) - (a * a).sum(-2)
+    if b is not None:
+        var = var + (b * b).sum(-2)
     return mean, var.clamp_min(0.0)
 
 

@@ -42,14 +42,26 @@ LABELS = {"dsvi": "DSVI", "joint": "Jointly Gaussian", "joint-chain": "Jointly G
           "ipail": "Inducing points as inducing inputs"}
 
 # Fig. 5 / Table 1 setup: 50 points on [-1, 1], y = sin(7eˣ) + N(0, 0.01²), M = 10, S = 10,
-# 2 layers (SE then periodic), Adam from 1e-3 divided by 10 twice (original: 3 × 10,000 steps).
+# 2 layers (SE then periodic), 3 Adam stages of 10,000 steps.
+#
+# Learning rate. The paper text says "Adam from 1e-3 divided by 10 twice" (1e-3, 1e-4, 1e-5), but
+# the original code's optimisation loop sets the rate of every stage to its initial value (the
+# divided rate is computed but never stored), so the published numbers come from 3 × 10,001 steps
+# at a constant 1e-3. We follow the code, which produced Table 1; ``lrs=(1e-3, 1e-4, 1e-5)``
+# (CLI ``--lrs 1e-3,1e-4,1e-5``) runs the schedule of the text.
+#
+# Gradient clipping. The Monte-Carlo gradients are heavy-tailed (per-replica norms from 1e4 to
+# 1e9 within one run of the inducing-locations scheme, from draws of f^z_1 that make
+# K_2(f^z_1, f^z_1) near-singular); ``clip`` clips each replica's gradient norm at ``clip`` × its
+# running typical norm (fit.ReplicaGradClipper). It changes the steps, not the objective.
 TABLE1_PRESETS = {
-    "smoke": dict(trials=2, steps=(40, 20, 10), lrs=(1e-2, 1e-3, 1e-4), eval_samples=200, var_samples=500, workers=1),
+    "smoke": dict(trials=2, steps=(40, 20, 10), lrs=(1e-2, 1e-3, 1e-4), eval_samples=200, var_samples=500, workers=1,
+                  clip=10.0),
     # the original optimisation length; ~1000 s of CPU for 3 schemes × 10 trials (≈ 9 min on 2 free cores)
-    "default": dict(trials=10, steps=(10000, 10000, 10000), lrs=(1e-3, 1e-4, 1e-5), eval_samples=1000,
-                    var_samples=2000, workers=3),
-    "paper": dict(trials=10, steps=(10000, 10000, 10000), lrs=(1e-3, 1e-4, 1e-5), eval_samples=5000,
-                  var_samples=10000, workers=3),
+    "default": dict(trials=10, steps=(10000, 10000, 10000), lrs=(1e-3, 1e-3, 1e-3), eval_samples=1000,
+                    var_samples=2000, workers=3, clip=10.0),
+    "paper": dict(trials=10, steps=(10000, 10000, 10000), lrs=(1e-3, 1e-3, 1e-3), eval_samples=5000,
+                  var_samples=10000, workers=3, clip=10.0),
 }
 COMMON = dict(n_points=50, noise_std=0.01, n_inducing=10, n_samples=10, kernels=("se", "periodic"))
 
@@ -62,7 +74,7 @@ def _fit_scheme(scheme: str, cfg: dict, seed: int, data_seed: int, progress: boo
                            random_state=seed, n_replicas=cfg["trials"])
         t0, c0 = time.perf_counter(), time.process_time()
         trace = fit_dgp(model, x, y, tuple(cfg["steps"]), tuple(cfg["lrs"]), cfg["n_samples"], seed,
-                        progress=progress, log_every=100)
+                        progress=progress, log_every=100, clip=cfg.get("clip"))
         gen = torch.Generator().manual_seed(seed + 10_000)
         ev = model.evaluate_elbo(x, y, cfg["eval_samples"], generator=gen)
         var = model.variance_at(0.0, cfg["var_samples"], gen)
@@ -145,7 +157,8 @@ def _row(res: dict) -> dict:
         "var_f2_mean": var2[0], "var_f2_sd": var2[1],
         "elbo_median": float(np.median(res["elbo"])), "elbo_max": float(np.max(res["elbo"])),
         "var_f1_median": float(np.median(res["var_f1"])), "var_f2_median": float(np.median(res["var_f2"])),
-        "elbo_trials": res["elbo"], "var_f1_trials": res["var_f1"], "var_f2_trials": res["var_f2"],
+        "elbo_trials": res["elbo"], "elbo_sem_trials": res["elbo_sem"], "kl_trials": res["kl"],
+        "var_f1_trials": res["var_f1"], "var_f2_trials": res["var_f2"],
         "final_loss": res["trace"][-1] if res["trace"] else float("nan"),
         "seconds": res["seconds"], "cpu_seconds": res["cpu_seconds"],
     }

@@ -17,7 +17,7 @@ from reprlab.dgp.ipail import InducingLocationsDGP
 from reprlab.dgp.joint import JointlyGaussianDGP
 from reprlab.dgp.layers import DeepGP, check_data
 
-__all__ = ["SCHEMES", "DeepGPRegressor", "fit_dgp", "make_model", "single_thread"]
+__all__ = ["SCHEMES", "DeepGPRegressor", "ReplicaGradClipper", "fit_dgp", "make_model", "single_thread"]
 
 SCHEMES: dict[str, str] = {
     "dsvi": "DSVI (factorised q(u_ℓ), §2)",
@@ -76,14 +76,15 @@ def make_model(scheme: str, kernels: Sequence[str] = ("se", "periodic"), n_induc
 
 def fit_dgp(model: DeepGP, x, y, steps: int | Sequence[int] = 3000, lrs: Sequence[float] = (1e-3, 1e-4, 1e-5),
             n_samples: int = 10, random_state: int = 0, callback: Callback | None = None,
-            progress: bool = False, log_every: int = 50) -> list[float]:
+            progress: bool = False, log_every: int = 50, clip: float | None = None) -> list[float]:
     """Maximise the ELBO with Adam, one stage per learning rate in ``lrs``.
 
     ``steps`` is the number of steps per stage (an int, or one per stage). ``callback(step,
     loss, state)`` is called every ``log_every`` steps and may return True to stop early.
     Replicas are optimised together (the loss is the sum of their negative ELBOs; Adam acts
-    element-wise, so they do not interact). Returns the negative-ELBO trace, averaged over
-    replicas, one value per logged step.
+    element-wise, so they do not interact). ``clip`` (None: off) clips each replica's gradient
+    norm at ``clip`` × its running typical norm (:class:`ReplicaGradClipper`). Returns the
+    negative-ELBO trace, averaged over replicas, one value per logged step.
     """
     xt, yt = check_data(x, y, device=model.ref.device)
     stage_steps = [int(steps)] * len(lrs) if isinstance(steps, (int, float)) else [int(s) for s in steps]
@@ -92,12 +93,66 @@ def fit_dgp(model: DeepGP, x, y, steps: int | Sequence[int] = 3000, lrs: Sequenc
     if any(s < 0 for s in stage_steps) or any(not (lr > 0) for lr in lrs):
         raise ValueError("steps must be >= 0 and learning rates > 0")
     with single_thread():
-        return _fit_loop(model, xt, yt, stage_steps, lrs, n_samples, random_state, callback, progress, log_every)
+        return _fit_loop(model, xt, yt, stage_steps, lrs, n_samples, random_state, callback, progress, log_every,
+                         clip)
 
 
-def _fit_loop(model, xt, yt, stage_steps, lrs, n_samples, random_state, callback, progress, log_every) -> list[float]:
+class ReplicaGradClipper:
+    """Per-replica clipping of the gradient norm at ``factor`` × a running typical norm.
+
+    The Monte-Carlo gradients of the DGP ELBOs are heavy-tailed (a draw that makes a kernel
+    matrix near-singular gives a gradient 10³-10⁶ times the typical one). Each replica's
+    gradient (every parameter has a leading replica dimension, and replicas do not interact)
+    is rescaled to norm ``≤ factor · exp(r)``, where ``r`` is an exponential moving average
+    (rate ``rate``) of the log of the replica's clipped norms, i.e. a running geometric mean
+    that a spike cannot inflate. Only the step changes, never the objective: the direction of
+    every gradient is kept.
+    """
+
+    def __init__(self, params: Sequence[torch.nn.Parameter], n_replicas: int, factor: float = 10.0,
+                 rate: float = 0.01) -> None:
+        if not (factor > 1.0) or not math.isfinite(factor):
+            raise ValueError(f"clip factor must be a finite number > 1, got {factor!r}")
+        self.params = [p for p in params if p.requires_grad]
+        self.n_replicas = int(n_replicas)
+        for p in self.params:
+            if p.dim() < 1 or p.shape[0] != self.n_replicas:
+                raise ValueError(f"per-replica clipping needs parameters with a leading dimension of "
+                                 f"{self.n_replicas} replicas, found shape {tuple(p.shape)}")
+        self.log_factor = math.log(float(factor))
+        self.rate = float(rate)
+        self.log_ref: torch.Tensor | None = None
+        self.n_clipped = torch.zeros(self.n_replicas, dtype=torch.long)
+
+    def norms(self) -> torch.Tensor:
+        total = self.params[0].new_zeros(self.n_replicas)
+        for p in self.params:
+            if p.grad is not None:
+                total = total + p.grad.detach().reshape(self.n_replicas, -1).pow(2).sum(-1)
+        return total.sqrt()
+
+    @torch.no_grad()
+    def __call__(self) -> torch.Tensor:
+        """Clip the gradients in place; returns the per-replica norms before clipping."""
+        norms = self.norms()
+        log_n = norms.clamp_min(1e-300).log()
+        if self.log_ref is None:
+            self.log_ref = log_n.clone()
+        log_thr = self.log_ref + self.log_factor
+        scale = torch.exp(log_thr - log_n).clamp(max=1.0)
+        self.n_clipped += (scale < 1.0).long().cpu()
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.mul_(scale.view(-1, *([1] * (p.dim() - 1))))
+        self.log_ref = self.log_ref + self.rate * (torch.minimum(log_n, log_thr) - self.log_ref)
+        return norms
+
+
+def _fit_loop(model, xt, yt, stage_steps, lrs, n_samples, random_state, callback, progress, log_every,
+              clip=None) -> list[float]:
     gen = torch.Generator().manual_seed(int(random_state))
     opt = torch.optim.Adam(model.parameters(), lr=lrs[0], foreach=True)
+    clipper = None if clip is None else ReplicaGradClipper(list(model.parameters()), model.n_replicas, clip)
     trace: list[float] = []
     total = sum(stage_steps)
     bar = tqdm(total=total, disable=not progress, desc=f"fit {model.scheme}", leave=False)
@@ -113,6 +168,8 @@ def _fit_loop(model, xt, yt, stage_steps, lrs, n_samples, random_state, callback
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss at step {step} ({model.scheme})")
                 loss.backward()
+                if clipper is not None:
+                    clipper()
                 opt.step()
                 step += 1
                 bar.update(1)

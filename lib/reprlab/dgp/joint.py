@@ -138,7 +138,8 @@ class JointlyGaussianDGP(DeepGP):
             lzz = stable_cholesky(kzz, self.jitter, where=f"{layer.name} K(z, z)")
             alpha = torch.cholesky_inverse(lzz) @ layer.kernel(z, f)  # α_ℓ(f_{ℓ-1}), (T, S, M, N)
             mean = layer.mean_fn(f) + ((c - layer.mean_fn(z)).unsqueeze(-2) @ alpha).squeeze(-2)
-            inner_alpha = (kzz - d) @ alpha  # (K_zz - D) α, eqs. (16)-(17)
+            # (K̃_zz - D) α, eqs. (16)-(17), with K̃_zz = LLᵀ = K_zz + jitter·I as inside α
+            inner_alpha = (lzz @ lzz.transpose(-1, -2) - d) @ alpha
             eps = randn(mean.shape, mean, generator)
             if i == last:  # only the marginals of f_L enter the likelihood
                 var = layer.kernel.diag(f) - (alpha * inner_alpha).sum(-2)
