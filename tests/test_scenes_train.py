@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 import torch
 from reprlab.scenes.econ import ECON
-from reprlab.scenes.generate import check_generation, evaluate_all, experts_for
+from reprlab.scenes.generate import (
+    check_generation,
+    evaluate_all,
+    experts_for,
+    fit_role_latents,
+    latents_for,
+)
 from reprlab.scenes.metrics import evaluate
+from reprlab.scenes.sprites import make_scenes
 from reprlab.scenes.train import load_model, make_configs, save_model, train, validation_scenes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,6 +102,28 @@ def test_evaluate_all_reports_id_and_ood(trained):
     for name in ("id", "ood_4to5", "ood_0to5"):
         assert 0 <= res[name]["mse"] < 1 and np.asarray(res[name]["specialisation"]["table"]).shape == (4, 3 + 1)
     assert res["ood_4to5"]["n_steps"] == 6
+    assert set(res["role_latents"]) <= {"circle", "square", "triangle", "background"}
+    for fit in res["role_latents"].values():
+        assert len(fit["loc"]) == model_cfg.latent_dim and min(fit["scale"]) > 0 and fit["n"] >= 5
+
+
+def test_fitted_latents_drive_generation(trained):
+    model_cfg, _, _, model, _ = trained
+    scenes = make_scenes(30, model_cfg.image_size, "unique", random_state=4)
+    fits = fit_role_latents(model, scenes, {"background": 0, "circle": 1, "square": 2, "triangle": 3}, min_count=1)
+    for name, fit in fits.items():  # the Gaussian is fitted to that expert's posterior means
+        assert fit["expert"] == {"background": 0, "circle": 1, "square": 2, "triangle": 3}[name]
+    # zero scale: every sample decodes exactly loc with the requested expert
+    loc = torch.randn(model_cfg.latent_dim)
+    lat = [(loc, torch.zeros(model_cfg.latent_dim))] * 2
+    out = model.generate([0, 1], n=3, generator=torch.Generator().manual_seed(0), latents=lat)
+    rgb, logit = model.experts.decoder(loc.expand(3, 1, -1), torch.ones(3, dtype=torch.long))
+    torch.testing.assert_close(out["layers"][:, 1], rgb[:, 0])
+    torch.testing.assert_close(out["shapes"][:, 1], torch.sigmoid(logit[:, 0]))
+    with pytest.raises(ValueError, match="one \\(loc, scale\\) pair"):
+        model.generate([0, 1], latents=lat[:1])
+    with pytest.raises(ValueError, match="no fitted latent"):
+        latents_for(["circle"], {"background": fits.get("background", {})})
 
 
 def _cli(capsys, *args: str) -> tuple[int, str]:

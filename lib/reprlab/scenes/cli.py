@@ -60,6 +60,8 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="PNG file for a grid of the generated scenes")
+    p.add_argument("--latents", default="prior", choices=["prior", "fitted"],
+                   help="z ~ N(0, I) (the model's prior) or the role Gaussians fitted to posteriors (stored in the model file)")
     _add_common(p)
     p.set_defaults(handler=_sample)
 
@@ -139,7 +141,7 @@ def _sample(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
-    from reprlab.scenes.generate import check_generation, experts_for
+    from reprlab.scenes.generate import check_generation, experts_for, latents_for
     from reprlab.scenes.train import load_model
 
     model, meta = load_model(args.checkpoint, device=args.device)
@@ -149,12 +151,17 @@ def _sample(args: argparse.Namespace) -> dict:
     else:
         objects = [o.strip() for o in args.objects.split(",") if o.strip()]
         experts = experts_for(objects, meta.get("roles") or {})
+    latents = None
+    if args.latents == "fitted":
+        if objects is None:
+            raise ValueError("--latents fitted needs class names in --objects (not --experts)")
+        latents = latents_for(objects, meta.get("role_latents") or {})
     gen = torch.Generator().manual_seed(args.seed)
-    out = model.generate(experts, n=args.n, generator=gen)
-    report = dict(experts=experts, objects=objects, n=args.n)
+    out = model.generate(experts, n=args.n, generator=gen, latents=latents)
+    report = dict(experts=experts, objects=objects, n=args.n, latents=args.latents)
     if objects is not None:
         colour = (meta.get("train_config") or {}).get("colour_mode", "unique")
-        report["check"] = check_generation(out, objects, colour)
+        report["check"] = check_generation(out, objects, colour, model, meta.get("roles") or {})
     if args.out:
         from PIL import Image
 

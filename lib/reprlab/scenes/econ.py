@@ -303,11 +303,16 @@ class ECON(nn.Module):
         n: int = 1,
         generator: torch.Generator | None = None,
         hard: bool = False,
+        latents: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Layered generation (§2, Figs. 1C, 7): paint samples of ``experts`` back to front.
 
         ``experts`` lists the expert per layer, background first (its shape is taken to be
-        all ones). Returns image (n, 3, H, W), layers (n, T, 3, H, W), shapes (n, T, H, W).
+        all ones). Layer t decodes z = loc_t + scale_t ⊙ ε, ε ~ N(0, I); by default
+        (``latents=None``) loc = 0, scale = 1, i.e. the model's prior p(z) = N(0, I).
+        ``latents`` (one (loc, scale) pair of (L,) tensors per layer) draws z from another
+        Gaussian instead, e.g. one fitted to an expert's posteriors (``generate.fit_role_latents``).
+        Returns image (n, 3, H, W), layers (n, T, 3, H, W), shapes (n, T, H, W).
         ``hard`` binarises generated shapes at 0.5.
         """
         ks = torch.as_tensor(list(experts) if not isinstance(experts, torch.Tensor) else experts).long()
@@ -315,11 +320,26 @@ class ECON(nn.Module):
             raise ValueError("experts must be a non-empty sequence of expert indices")
         if ks.min() < 0 or ks.max() >= self.n_experts:
             raise ValueError(f"expert indices must lie in 0..{self.n_experts - 1}, got {ks.tolist()}")
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        latent = self.config.latent_dim
+        if latents is not None and len(latents) != len(ks):
+            raise ValueError(f"latents must hold one (loc, scale) pair per layer ({len(ks)}), got {len(latents)}")
+        dev = next(self.parameters()).device
         layers, shapes = [], []
         for t, k in enumerate(ks.tolist()):
-            rgb, shp = self.sample_experts(n, generator)
-            m = torch.ones_like(shp[:, k]) if t == 0 else shp[:, k]
-            layers.append(rgb[:, k])
+            eps = torch.randn(n, latent, generator=generator,
+                              device=generator.device if generator is not None else dev).to(dev)
+            z = eps
+            if latents is not None:
+                loc, scale = (torch.as_tensor(v, dtype=eps.dtype).to(dev).reshape(-1) for v in latents[t])
+                if loc.numel() != latent or scale.numel() != latent:
+                    raise ValueError(f"latents[{t}] must be two vectors of length {latent}")
+                z = loc + scale * eps
+            rgb, logit = self.experts.decoder(z.unsqueeze(1), torch.full((n,), k, device=dev, dtype=torch.long))
+            shp = torch.sigmoid(logit[:, 0])
+            m = torch.ones_like(shp) if t == 0 else shp
+            layers.append(rgb[:, 0])
             shapes.append((m > 0.5).to(m.dtype) if hard else m)
         layers_t = torch.stack(layers, 1)
         shapes_t = torch.stack(shapes, 1)

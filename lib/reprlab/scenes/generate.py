@@ -53,6 +53,47 @@ def experts_for(objects: Sequence[str], roles: dict[str, int | None]) -> list[in
     return out
 
 
+def fit_role_latents(
+    model: ECON, scenes, roles: dict[str, int | None], min_count: int = 5,
+) -> dict[str, dict[str, Any]]:
+    """Diagonal Gaussian over the posterior means of each role (class or background).
+
+    Scenes are decomposed deterministically; every visible object is credited to its best
+    matching step (as in the specialisation metric); when that step was won by the role's
+    expert, the step's posterior mean μ(z) is collected. Returns {role: {expert, loc, scale,
+    n}} for roles with at least ``min_count`` such latents. Decoding z from these Gaussians
+    instead of p(z) = N(0, I) is ex-post density estimation of the aggregate posterior — a
+    way to sample when an expert's posteriors do not (yet) match its prior.
+    """
+    from reprlab.scenes.metrics import assign_objects
+
+    names = (*CLASSES, "background")
+    with torch.no_grad():
+        d = model.decompose(torch.from_numpy(scenes.images).to(next(model.parameters()).device), stochastic=False)
+    lat = d.latents.cpu().numpy()
+    items = assign_objects(scenes, d.segmentation().cpu().numpy(), d.winners.cpu().numpy(), with_steps=True)
+    out: dict[str, dict[str, Any]] = {}
+    for row, name in enumerate(names):
+        k = roles.get(name)
+        if k is None:
+            continue
+        zs = np.array([lat[i, step] for i, r, e, step in items if r == row and e == k])
+        if len(zs) < min_count:
+            continue
+        out[name] = dict(expert=int(k), loc=zs.mean(0).tolist(), scale=(zs.std(0) + 1e-3).tolist(), n=len(zs))
+    return out
+
+
+def latents_for(objects: Sequence[str], role_latents: dict[str, dict[str, Any]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(loc, scale) per layer (background first) for :meth:`ECON.generate`."""
+    out = []
+    for name in ("background", *objects):
+        if name not in role_latents:
+            raise ValueError(f"no fitted latent Gaussian for {name!r} (have {sorted(role_latents)})")
+        out.append((torch.tensor(role_latents[name]["loc"]), torch.tensor(role_latents[name]["scale"])))
+    return out
+
+
 def check_generation(
     out: dict[str, torch.Tensor], objects: Sequence[str], colour_mode: str, model: ECON | None = None,
     roles: dict[str, int | None] | None = None,
@@ -120,18 +161,32 @@ def evaluate_all(
         results[name] = ev
     roles = roles or dict(results["id"]["specialisation"]["top_expert"])
     results["roles"] = roles
-    gen_checks = {}
+    # latent Gaussians per role, fitted on a separate set of training-distribution scenes
+    fit_scenes = make_scenes(n, size, colour_mode, random_state=np.random.default_rng([seed, 77]))
+    role_latents = fit_role_latents(model, fit_scenes, roles)
+    results["role_latents"] = role_latents
+    gen_checks: dict[str, Any] = {}
+    gen_fitted: dict[str, Any] = {}
     if all(roles.get(c) is not None for c in (*CLASSES, "background")):
-        g = torch.Generator().manual_seed(seed)
         rng = np.random.default_rng([seed, 99])
-        for label, objects in (("one_each", None), ("two_random", "two"), ("four_random", "four")):
+        requests = []
+        for objects in (None, "two", "four"):
             if objects is None:
-                objs = [CLASSES[j] for j in rng.permutation(len(CLASSES))]
+                requests.append(("one_each", [CLASSES[j] for j in rng.permutation(len(CLASSES))]))
             else:
-                objs = [CLASSES[j] for j in rng.integers(0, len(CLASSES), size=2 if objects == "two" else 4)]
+                requests.append((f"{objects}_random", [CLASSES[j] for j in rng.integers(0, len(CLASSES), size=2 if objects == "two" else 4)]))
+        g = torch.Generator().manual_seed(seed)
+        for label, objs in requests:  # the paper's generation: z ~ p(z) = N(0, I)
             out = model.generate(experts_for(objs, roles), n=generation_samples, generator=g)
             gen_checks[label] = dict(objects=objs, **check_generation(out, objs, colour_mode, model, roles))
+        if all(name in role_latents for name in (*CLASSES, "background")):
+            g = torch.Generator().manual_seed(seed)
+            for label, objs in requests:  # z from the fitted posterior Gaussians of the roles
+                out = model.generate(experts_for(objs, roles), n=generation_samples, generator=g,
+                                     latents=latents_for(objs, role_latents))
+                gen_fitted[label] = dict(objects=objs, **check_generation(out, objs, colour_mode, model, roles))
     results["generation"] = gen_checks
+    results["generation_fitted_latents"] = gen_fitted
     return results
 
 
@@ -150,6 +205,7 @@ def export_model(
     st = saved["state"]
     metrics = evaluate_all(model, tcfg.colour_mode, n=n_test)
     roles = metrics.pop("roles")
+    role_latents = metrics.pop("role_latents")
     prov = dict(
         command=note, date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         steps_trained=st["step"], best_step=st.get("best_step"), best_val_loss=st["best_val"],
@@ -157,12 +213,13 @@ def export_model(
         seed=tcfg.seed, source_checkpoint_sha256=sha256_file(checkpoint),
         history=[{k: v for k, v in h.items() if k != "table"} for h in st["history"]],
     )
-    save_model(out, model, tcfg, roles=roles, metrics=metrics, provenance=prov)
+    save_model(out, model, tcfg, roles=roles, metrics=metrics, provenance=prov, role_latents=role_latents)
     size = Path(out).stat().st_size
     summary = {name: {k: m[k] for k in ("ari_fg", "msc", "mse")} | dict(
         spec_fraction=m["specialisation"]["fraction"], dedicated=m["specialisation"]["dedicated"])
-        for name, m in metrics.items() if name != "generation"}
+        for name, m in metrics.items() if not name.startswith("generation")}
     return dict(out=str(out), bytes=size, roles=roles, metrics=summary, generation=metrics["generation"],
+                generation_fitted_latents=metrics["generation_fitted_latents"],
                 steps=st["step"], best_step=st.get("best_step"), elapsed_s=st["elapsed"])
 
 

@@ -72,12 +72,14 @@ def segmentation_covering(true: np.ndarray, pred: np.ndarray, background: int | 
 
 
 def assign_objects(
-    scenes: SceneBatch, segmentation: np.ndarray, winners: np.ndarray, min_pixels: int = 4
-) -> list[tuple[int, int, int]]:
+    scenes: SceneBatch, segmentation: np.ndarray, winners: np.ndarray, min_pixels: int = 4,
+    with_steps: bool = False,
+) -> list[tuple[int, ...]]:
     """(image, row, expert) for every visible object and background: row = class index or 3.
 
     An object (or the background) is credited to the inference step whose predicted segment
     has the largest IoU with its visible region; the expert that won that step explains it.
+    ``with_steps`` appends that step: (image, row, expert, step).
     """
     seg = np.asarray(segmentation)
     win = np.asarray(winners)
@@ -93,15 +95,15 @@ def assign_objects(
             ious = [(region & (seg[i] == s)).sum() / max(1, (region | (seg[i] == s)).sum()) for s in steps]
             step = int(np.argmax(ious))
             row = len(CLASSES) if slot < 0 else int(scenes.classes[i, slot])
-            out.append((i, row, int(win[i, step])))
+            out.append((i, row, int(win[i, step]), step) if with_steps else (i, row, int(win[i, step])))
     return out
 
 
 def specialisation(assignments: list[tuple[int, int, int]], n_experts: int) -> dict[str, Any]:
     """Class × expert table and the share of each class won by its most frequent expert."""
     table = np.zeros((len(ROW_NAMES), n_experts), np.int64)
-    for _, row, k in assignments:
-        table[row, k] += 1
+    for item in assignments:
+        table[item[1], item[2]] += 1
     totals = table.sum(1)
     top = table.argmax(1)
     frac = np.where(totals > 0, table.max(1) / np.maximum(totals, 1), np.nan)

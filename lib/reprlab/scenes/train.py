@@ -289,12 +289,16 @@ def train(
 
 # ---------------------------------------------------------------------------- model files
 def save_model(path: str | os.PathLike, model: ECON, train_config: TrainConfig | None = None, roles: dict | None = None,
-               metrics: dict | None = None, provenance: dict | None = None) -> Path:
-    """Write a small, weights-only model file (no optimiser state) atomically."""
+               metrics: dict | None = None, provenance: dict | None = None, role_latents: dict | None = None) -> Path:
+    """Write a small, weights-only model file (no optimiser state) atomically.
+
+    ``role_latents``: fitted latent Gaussians per role (``generate.fit_role_latents``).
+    """
     state = dict(kind=MODEL_KIND, schema=MODEL_SCHEMA, reprlab_version=__version__,
                  config=model.config.to_dict(), train_config=train_config.to_dict() if train_config else None,
                  state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
-                 roles=roles or {}, metrics=metrics or {}, provenance=provenance or {})
+                 roles=roles or {}, metrics=metrics or {}, provenance=provenance or {},
+                 role_latents=role_latents or {})
     return save_checkpoint(path, state)
 
 
@@ -358,7 +362,8 @@ def load_pretrained(
     model_cfg, cfg = make_configs("smoke", colour_mode, max_steps=fallback_steps)
     model, report = train(model_cfg, cfg, checkpoint=None, device=device, progress=False)
     ev = evaluate_all(model, colour_mode, n=20, generation_samples=4)
-    meta = dict(config=model_cfg.to_dict(), train_config=cfg.to_dict(), roles=ev.pop("roles"), metrics=ev,
+    meta = dict(config=model_cfg.to_dict(), train_config=cfg.to_dict(), roles=ev.pop("roles"),
+                role_latents=ev.pop("role_latents"), metrics=ev,
                 provenance=dict(steps_trained=report["steps"], note="smoke fallback"))
     return model, meta, (f"NOTE: {p} is missing — using a tiny smoke-scale model trained just now for "
                          f"{report['steps']} steps; its decompositions are not representative.")
