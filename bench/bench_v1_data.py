@@ -28,7 +28,10 @@ def timed(fn):
 
 
 def main() -> dict:
-    res: dict = {"torch": torch.__version__, "threads_available": torch.get_num_threads()}
+    import os
+
+    res: dict = {"torch": torch.__version__, "threads_available": torch.get_num_threads(),
+                 "load_average_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
     n_threads = torch.get_num_threads()
     imgs, wall, cpu = timed(lambda: S.natural_images(512, seed=0))
     res["natural_images_per_cpu_s"] = 512 / cpu

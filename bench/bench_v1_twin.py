@@ -1,8 +1,9 @@
-"""Twin speed: seconds per training step (forward + backward + Adam, batch 64, 36 x 64 images)
-of the default core (8 features x 8 orientations, kernels 13, 5, 5, 2 x 2 pooling after layer 1),
-dense factorised vs Gaussian-position readout, 2,000 and 13,000 neurons; and the resulting
-seconds per epoch of 4,000 distinct training images (``--paper`` adds the thesis' full-resolution
-16 x 8 core). Threads: ``REPRLAB_BENCH_THREADS`` (default 1; 1 is fastest on a shared machine). Prints JSON and writes
+"""Twin speed: seconds per training step (forward + backward + Adam, 36 x 64 images) of the
+default core (8 features x 8 orientations, kernels 13, 5, 5, 2 x 2 pooling after layer 1),
+dense factorised vs Gaussian-position readout, 2,000 and 13,000 neurons, batch 64 and the
+default preset's batch (:data:`reprlab.v1.train.PRESETS`); and the resulting wall and CPU
+seconds per epoch of 4,000 distinct training images (``--paper`` adds the thesis'
+full-resolution 16 x 8 core). Threads: ``REPRLAB_BENCH_THREADS`` (default 1; 1 is fastest on a shared machine). Prints JSON and writes
 bench/results/v1_twin.json. Ratios are measured in one run (the machine may be shared).
 """
 
@@ -16,10 +17,12 @@ from pathlib import Path
 
 import torch
 from reprlab.v1.model import V1Twin, default_config
-from reprlab.v1.train import poisson_loss
+from reprlab.v1.train import PRESETS, poisson_loss
 
 
-def step_time(features: int, pool: int, readout: str, n_neurons: int, batch: int = 64, reps: int = 3) -> float:
+def step_time(features: int, pool: int, readout: str, n_neurons: int, batch: int = 64,
+              reps: int = 3) -> tuple[float, float]:
+    """Best wall and CPU seconds of one training step over ``reps`` (after one warm-up)."""
     torch.manual_seed(0)
     animals = [(f"a{i}", n_neurons // 4) for i in range(4)]
     cfg = default_config(animals, core=dict(features=features, num_rotations=8, kernel_sizes=[13, 5, 5], pool=pool),
@@ -28,16 +31,17 @@ def step_time(features: int, pool: int, readout: str, n_neurons: int, batch: int
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randn(batch, 36, 64) * 0.2
     y = torch.poisson(torch.ones(batch, n_neurons // 4))
-    times = []
+    times, cpus = [], []
     for _ in range(reps + 1):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         feats = model._features(x)
         loss = sum(poisson_loss(model.readout(a)(feats), y) for a, _ in animals)
         opt.zero_grad()
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t)
-    return min(times[1:])
+        cpus.append(time.process_time() - c)
+    return min(times[1:]), min(cpus[1:])
 
 
 def main() -> dict:
@@ -45,20 +49,30 @@ def main() -> dict:
     torch.set_num_threads(threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     rows = []
-    cases = [(8, 2, "gaussian", 2000), (8, 2, "factorized", 2000), (8, 2, "gaussian", 13000),
-             (8, 2, "factorized", 13000), (4, 2, "gaussian", 2000)]
+    default_batch = int(PRESETS["default"]["batch_size"])
+    cases = [(8, 2, "gaussian", 2000, 64), (8, 2, "gaussian", 2000, default_batch), (8, 2, "factorized", 2000, 64),
+             (8, 2, "gaussian", 13000, 64), (8, 2, "factorized", 13000, 64), (4, 2, "gaussian", 2000, 64)]
     if "--paper" in sys.argv:
-        cases += [(16, 1, "gaussian", 2000), (16, 1, "factorized", 2000)]
-    for features, pool, readout, n in cases:
-        s = step_time(features, pool, readout, n)
+        cases += [(16, 1, "gaussian", 2000, 64), (16, 1, "factorized", 2000, 64)]
+    seen = set()
+    for features, pool, readout, n, batch in cases:
+        if (features, pool, readout, n, batch) in seen:
+            continue
+        seen.add((features, pool, readout, n, batch))
+        s, c = step_time(features, pool, readout, n, batch)
         rows.append({"features": features, "orientations": 8, "pool_after_layer1": pool, "readout": readout,
-                     "n_neurons": n, "seconds_per_step": s, "seconds_per_epoch_4000_images": s * 4000 / 64})
-    def find(f, r, n):
-        return next(x["seconds_per_step"] for x in rows if x["features"] == f and x["readout"] == r and x["n_neurons"] == n)
+                     "n_neurons": n, "batch_size": batch, "seconds_per_step": s, "cpu_seconds_per_step": c,
+                     "seconds_per_epoch_4000_images": s * 4000 / batch,
+                     "cpu_seconds_per_epoch_4000_images": c * 4000 / batch})
+
+    def find(f, r, n, b=64):
+        return next(x["seconds_per_step"] for x in rows
+                    if x["features"] == f and x["readout"] == r and x["n_neurons"] == n and x["batch_size"] == b)
     report = {
         "threads": threads,
         "load_average_at_start": load,
-        "batch_size": 64,
+        "load_average_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "default_preset_batch_size": default_batch,
         "image_shape": [36, 64],
         "note": "rows use the default core unless features/pool differ; the default preset is features=8, pool=2",
         "rows": rows,
