@@ -11,7 +11,11 @@ colour channel has been removed (the paper subtracts the ImageNet channel means)
 - eq. (5): synthesis objective ``E(y) = sum (G(x) - G(y))^2 / sum G(x)^2``, :meth:`TextureModel.loss`.
 
 Kernels of size >= ``fft_threshold`` are applied by FFT (:mod:`reprlab.textures.fftconv`),
-smaller ones by direct ``conv2d``; both give the same feature maps.
+smaller ones by direct ``conv2d``; both give the same feature maps. The default threshold (7)
+was chosen by measurement (bench/bench_textures.py, threshold scan: 7 and 11 tie at 256 px).
+:meth:`TextureModel.loss` is fused (``_TextureLoss``): features written through the
+nonlinearity into one buffer, symmetric Gram, and a hand-written backward; it equals the
+straightforward conv2d + autograd computation (tests/test_textures_model.py).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from reprlab.textures.filterbanks import FilterBank
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_MEAN_GRAY = 0.299 * 0.485 + 0.587 * 0.456 + 0.114 * 0.406
 
-#: kernels of this size and larger go through the FFT path by default (see bench/bench_textures.py)
+#: kernels of this size and larger go through the FFT path by default (threshold scan in bench/bench_textures.py)
 FFT_THRESHOLD = 7
 
 NONLINEARITIES = ("relu", "sigmoid", "none")
