@@ -104,8 +104,8 @@ def register(verbs) -> None:
     _add_common(p)
     p.add_argument("--trials", type=int, default=None, help="trials per scheme (paper: 10)")
     p.add_argument("--steps", default=None, help="Adam steps per learning-rate stage, e.g. 6000,3000,1000")
-    p.add_argument("--lrs", default=None, help="Adam learning rate per stage (default 1e-3,1e-3,1e-3: the original "
-                   "code's loop kept 1e-3 throughout; the paper text's schedule is 1e-3,1e-4,1e-5)")
+    p.add_argument("--lrs", default=None, help="Adam learning rate per stage (default: the paper text's 1e-3,1e-4,1e-5; "
+                   "the original code's loop in effect kept 1e-3 throughout: 1e-3,1e-3,1e-3)")
     p.add_argument("--clip", type=float, default=None, help="per-replica gradient-norm clipping at this factor "
                    "times the running typical norm (default 10; 0 = off)")
     p.add_argument("--workers", type=int, default=None, help="processes (one scheme each)")
