@@ -182,6 +182,20 @@ def test_second_click_in_the_cluster_focuses_that_neuron(explorer, twin):
     assert explorer.selected_cluster == 3 and explorer.focused is None and explorer.clicked == c
 
 
+def test_one_browser_tap_delivered_twice_selects_and_does_not_focus(explorer, twin):
+    # the served page delivers each tap twice with the same coordinates; the duplicate must not
+    # turn a first click into "select, then focus"
+    lab = twin.neurons["cluster"]
+    row = int(np.flatnonzero(lab == 3)[0])
+    _tap(explorer, row)
+    _tap(explorer, row)
+    assert explorer.selected_cluster == 3 and explorer.clicked == row and explorer.focused is None
+    # a real second click (another point of the cluster) focuses that neuron
+    other = int(np.flatnonzero(lab == 3)[1])
+    _tap(explorer, other)
+    assert explorer.selected_cluster == 3 and explorer.focused == other
+
+
 def test_tap_far_from_every_neuron_changes_nothing(explorer):
     _tap(explorer, 0)
     k = explorer.selected_cluster
