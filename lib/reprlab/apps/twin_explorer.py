@@ -630,8 +630,8 @@ class TwinExplorer(pn.viewable.Viewer):
     def _on_tap(self, x: float | None = None, y: float | None = None) -> None:
         # In the served page one browser tap reaches this stream twice with the same coordinates
         # (measured: every tap, Panel 1.9 / HoloViews overlay); handled twice it became "select
-        # the cluster, then focus the neuron", and the racing updates sometimes left the page on
-        # the previous cluster. A tap at the very same data point within TAP_REPEAT_S is dropped.
+        # the cluster, then focus the neuron". A tap at the very same data point within
+        # TAP_REPEAT_S is dropped.
         now = time.monotonic()
         if (x, y) == self._last_tap[0] and now - self._last_tap[1] < TAP_REPEAT_S:
             return
