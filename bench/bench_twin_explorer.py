@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 warnings.filterwarnings("ignore", message="All-NaN slice encountered")
 
-from conftest import CHROMIUM_ARGS, chromium_executable, free_port  # noqa: E402
+from conftest import CHROMIUM_ARGS, EMBEDDING_POINT_JS, chromium_executable, free_port  # noqa: E402
 from twin_bundle_fixture import write_twin_fixture  # noqa: E402
 
 DEFAULT = ROOT / "data" / "twin_default"
@@ -108,17 +108,6 @@ def _clear_member(xy: np.ndarray, lab: np.ndarray, k: int) -> int:
     return int(m[np.argmax(d)])
 
 
-BROWSER_POINT_JS = """([x, y]) => {
-  if (!window.Bokeh || !Bokeh.index) return null;
-  for (const v of Bokeh.index.all_views()) {
-    const t = v.model && v.model.title;
-    if (t && typeof t.text === 'string' && t.text.startsWith('Functional embedding') && v.frame) {
-      const r = v.el.getBoundingClientRect();
-      return [r.left + v.frame.x_scale.compute(x), r.top + v.frame.y_scale.compute(y)];
-    }
-  }
-  return null;
-}"""
 CAPTION0_JS = """() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)
   if (m.data && m.data.caption && m.data.caption.length) return String(m.data.caption[0]); return ''; }"""
 
@@ -162,7 +151,7 @@ def browser(path: Path, n_clicks: int = 10, seed: int = 0) -> dict:
             for _ in range(2):  # the second load is what a user opening the page sees (imports warm)
                 t = time.perf_counter()
                 page.goto(url)
-                page.wait_for_function(BROWSER_POINT_JS, arg=[0.0, 0.0], timeout=180_000)
+                page.wait_for_function(EMBEDDING_POINT_JS, arg=[0.0, 0.0], timeout=180_000)
                 page.get_by_text("No selection").first.wait_for(timeout=180_000)
                 page.locator(".twin-mei-grid").first.wait_for(timeout=180_000)
                 loads.append(time.perf_counter() - t)
@@ -170,7 +159,7 @@ def browser(path: Path, n_clicks: int = 10, seed: int = 0) -> dict:
             lat, lost, prev = [], [], page.evaluate(CAPTION0_JS)
             for k in ks:
                 r = _clear_member(xy, lab, k)
-                pos = page.evaluate(BROWSER_POINT_JS, [float(xy[r, 0]), float(xy[r, 1])])
+                pos = page.evaluate(EMBEDDING_POINT_JS, [float(xy[r, 0]), float(xy[r, 1])])
                 t = time.perf_counter()
                 page.mouse.click(*pos)
                 # the MEI-grid captions of the newly selected cluster have reached the page; a

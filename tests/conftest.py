@@ -31,6 +31,31 @@ CHROMIUM_ARGS = [
 ]
 
 
+#: JS for the twin explorer page: page coordinates of embedding point (x, y); null until drawn
+EMBEDDING_POINT_JS = """([x, y]) => {
+  if (!window.Bokeh || !Bokeh.index) return null;
+  for (const v of Bokeh.index.all_views()) {
+    const t = v.model && v.model.title;
+    if (t && typeof t.text === 'string' && t.text.startsWith('Functional embedding') && v.frame) {
+      const r = v.el.getBoundingClientRect();
+      return [r.left + v.frame.x_scale.compute(x), r.top + v.frame.y_scale.compute(y)];
+    }
+  }
+  return null;
+}"""
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Torch on one intra-op thread for a whole module (``pytestmark =
+    pytest.mark.usefixtures("one_torch_thread")``): small tensors are dominated by OpenMP
+    thread synchronisation on a busy 2-core machine."""
+    from reprlab import torch_threads
+
+    with torch_threads(1):
+        yield
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _smoke_scale() -> None:
     os.environ.setdefault("REPRLAB_SCALE", "smoke")

@@ -14,22 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EMBEDDING_POINT_JS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "data" / "twin_default"
 
-# JS: page coordinates of embedding point (x, y); null until the plot is drawn
-POINT_JS = """([x, y]) => {
-  if (!window.Bokeh || !Bokeh.index) return null;
-  for (const v of Bokeh.index.all_views()) {
-    const t = v.model && v.model.title;
-    if (t && typeof t.text === 'string' && t.text.startsWith('Functional embedding') && v.frame) {
-      const r = v.el.getBoundingClientRect();
-      return [r.left + v.frame.x_scale.compute(x), r.top + v.frame.y_scale.compute(y)];
-    }
-  }
-  return null;
-}"""
 # JS: captions of the MEI grid (the Labels data source), [] before anything is selected
 CAPTIONS_JS = """() => {
   const out = [];
@@ -57,8 +46,8 @@ def _bundle(tmp_path: Path) -> tuple[Path, str]:
 
 
 def _point(page, xy) -> tuple[float, float]:
-    page.wait_for_function(POINT_JS, arg=[float(xy[0]), float(xy[1])], timeout=120_000)
-    return tuple(page.evaluate(POINT_JS, [float(xy[0]), float(xy[1])]))
+    page.wait_for_function(EMBEDDING_POINT_JS, arg=[float(xy[0]), float(xy[1])], timeout=120_000)
+    return tuple(page.evaluate(EMBEDDING_POINT_JS, [float(xy[0]), float(xy[1])]))
 
 
 @pytest.mark.browser

@@ -16,7 +16,7 @@ from reprlab.dgp.conditionals import (
 )
 from reprlab.dgp.data import heartbeat_signal, sign_compositions, sin_exp_data
 from reprlab.dgp.dsvi import DSVI, build_layers
-from reprlab.dgp.fit import DeepGPRegressor, fit_dgp, make_model, single_thread
+from reprlab.dgp.fit import DeepGPRegressor, fit_dgp, make_model
 from reprlab.dgp.kernels import Periodic, SquaredExponential, make_kernel
 from reprlab.dgp.layers import check_data
 from reprlab.dgp.uncertain_inputs import min_second_derivative, predictive_variance_curve
@@ -24,11 +24,7 @@ from reprlab.dgp.uncertain_inputs import min_second_derivative, predictive_varia
 D = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster on a busy CPU."""
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _b(t: torch.Tensor) -> torch.Tensor:

@@ -8,13 +8,9 @@ import pytest
 import torch
 from reprlab.cli import main
 from reprlab.dgp.data import sin_exp_data
-from reprlab.dgp.fit import make_model, single_thread
+from reprlab.dgp.fit import make_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_gpytorch_and_reprlab_agree_for_identical_parameters():

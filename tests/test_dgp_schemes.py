@@ -7,7 +7,7 @@ import torch
 from reprlab.dgp.conditionals import conditional, gaussian_kl, identity_mean
 from reprlab.dgp.data import sin_exp_data
 from reprlab.dgp.dsvi import DSVI, build_layers
-from reprlab.dgp.fit import DeepGPRegressor, fit_dgp, make_model, single_thread
+from reprlab.dgp.fit import DeepGPRegressor, fit_dgp, make_model
 from reprlab.dgp.ipail import InducingLocationsDGP
 from reprlab.dgp.joint import JointlyGaussianDGP
 from reprlab.dgp.kernels import Periodic, SquaredExponential
@@ -16,11 +16,7 @@ from torch.autograd import gradcheck
 D = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster on a busy CPU."""
-    with single_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _copy_dsvi_into_joint(dsvi: DSVI, joint: JointlyGaussianDGP) -> None:

@@ -119,3 +119,20 @@ def test_cli_help_and_errors(capsys):
         [sys.executable, "-m", "reprlab", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("reprlab ")
+
+
+def test_torch_threads_sets_and_restores_the_count_also_on_error():
+    from reprlab import torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(1):
+        raise RuntimeError("boom")
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="positive int"):
+        with torch_threads(0):
+            pass

@@ -8,14 +8,7 @@ from reprlab.textures.fftconv import FFTConv2d, conv2d_same, fft_size
 from reprlab.textures.filterbanks import FilterBank, random_bank, random_multiscale_bank
 from reprlab.textures.model import TextureModel, gram_distance, gram_matrix, pixel_distance
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread avoids OpenMP barrier stalls on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -12,14 +12,7 @@ from reprlab.textures.metrics import ps_loss
 from reprlab.textures.model import TextureModel
 from reprlab.textures.synthesis import SynthesisResult, synthesize, uniform_noise
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one thread avoids OpenMP barrier stalls on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,7 @@ from reprlab.v1.glm import DEFAULT_ALPHAS, PoissonGLM, glm_alphas
 from scipy.ndimage import gaussian_filter
 from sklearn.linear_model import PoissonRegressor
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small products are dominated by thread synchronisation on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

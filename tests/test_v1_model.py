@@ -9,14 +9,7 @@ from reprlab.v1.model import V1Twin, default_config
 from reprlab.v1.readouts import FactorizedReadout, GaussianReadout
 from reprlab.v1.train import poisson_loss
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small ops are dominated by thread synchronisation on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _check_equivariance(feats, feats_rot, n_features, n_rot, tol):

@@ -10,14 +10,7 @@ from reprlab.v1.model import V1Twin
 from reprlab.v1.train import TwinData, _validation_correlations, estimate_rf_centers, fit_twin
 from scipy.ndimage import gaussian_filter
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Smoke-sized ops are dominated by thread synchronisation on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def standin(n_animals=2, n_neurons=24, n_train=400, n_val=60, n_test=20, reps=4, shape=(16, 24), seed=0):

@@ -7,7 +7,7 @@ models used by one notebook per chapter and by Panel apps.
 
 from importlib.metadata import PackageNotFoundError, version
 
-from reprlab._device import device, seed_everything
+from reprlab._device import device, seed_everything, torch_threads
 from reprlab.scales import SCALES, current_scale, pick
 
 try:
@@ -15,4 +15,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+local"
 
-__all__ = ["SCALES", "__version__", "current_scale", "device", "pick", "seed_everything"]
+__all__ = ["SCALES", "__version__", "current_scale", "device", "pick", "seed_everything", "torch_threads"]

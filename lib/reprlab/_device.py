@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -38,3 +40,19 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run torch on ``n`` intra-op CPU threads inside the block, restoring the old count after
+    (also on error); ``None`` leaves the count alone. Tiny tensors run faster on one thread:
+    OpenMP threads spin-waiting for each other dominate on a busy CPU."""
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ValueError(f"thread count must be a positive int or None, got {n!r}")
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

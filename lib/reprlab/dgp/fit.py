@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from reprlab._device import device as pick_device
+from reprlab._device import torch_threads
 from reprlab.dgp.dsvi import DSVI, build_layers
 from reprlab.dgp.ipail import InducingLocationsDGP
 from reprlab.dgp.joint import JointlyGaussianDGP
@@ -31,19 +32,13 @@ SCHEMES: dict[str, str] = {
 Callback = Callable[[int, float, dict], "bool | None"]
 
 
-@contextlib.contextmanager
-def single_thread() -> Iterator[None]:
-    """Run torch on one intra-op thread (restored afterwards).
+def single_thread() -> contextlib.AbstractContextManager[None]:
+    """Run torch on one intra-op thread (restored afterwards): :func:`reprlab.torch_threads` (1).
 
     The DGP tensors are tiny; on a busy CPU, OpenMP threads spin-waiting for each other made
     a fit ~20× slower than a single thread in our measurements.
     """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(1)
 
 
 def make_model(scheme: str, kernels: Sequence[str] = ("se", "periodic"), n_inducing: int = 10,

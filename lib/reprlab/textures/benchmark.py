@@ -32,6 +32,7 @@ import time
 import torch
 
 from reprlab._device import device as pick_device
+from reprlab._device import torch_threads
 from reprlab.textures.fftconv import conv2d_same
 from reprlab.textures.filterbanks import random_multiscale_bank
 from reprlab.textures.model import FFT_THRESHOLD, TextureModel, _gram_grad_into_features, _sym_gram
@@ -209,13 +210,8 @@ def run_bench(size: int = 256, repeats: int = 3, maps_per_scale: int = 128, fft_
         raise ValueError(f"repeats must be a positive int, got {repeats!r}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         return _run(size, repeats, maps_per_scale, fft_threshold, device, seed, scan)
-    finally:
-        torch.set_num_threads(old_threads)
 
 
 def _load() -> list[float] | None:

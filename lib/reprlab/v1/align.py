@@ -36,12 +36,11 @@ exactly.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import inspect
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +50,7 @@ from scipy.special import gammaln, ive
 from tqdm.auto import tqdm
 
 from reprlab._device import device as pick_device
+from reprlab._device import torch_threads
 
 TWO_PI = 2.0 * math.pi
 DEFAULT_BETAS = tuple(float(b) for b in np.logspace(-3, 1, 20))
@@ -456,20 +456,6 @@ def _batch_objective(
 _SMALL_WORK = 2e7  # P·B²·K below which the optimiser runs single-threaded on CPU
 
 
-@contextlib.contextmanager
-def _single_thread(enabled: bool) -> Iterator[None]:
-    """Temporarily run torch on one CPU thread (restored afterwards)."""
-    if not enabled:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _rolled(X: torch.Tensor) -> torch.Tensor:
     """(N, F, O) -> (N, O, F*O) with ``out[n, m]`` = readout n shifted by m channels (flat)."""
     N, F, O = X.shape
@@ -663,7 +649,7 @@ class RotationAligner:
         B = N if self.metric == "sqeuclidean" else min(int(self.batch_size), N)
         # tiny problems run single-threaded on CPU: thread hand-offs cost more than the work
         small = dev.type == "cpu" and P * B * B * Xflat.shape[1] < _SMALL_WORK
-        with _single_thread(small):
+        with torch_threads(1 if small else None):
             return self._run(Xt, Xflat, angles, t_raw, beta, rng, max_epochs, desc, eps, epoch_offset, B)
 
     def _run(
