@@ -21,7 +21,13 @@ from collections.abc import Callable
 import torch
 
 from reprlab._device import device as pick_device
-from reprlab.textures.synthesis import SynthesisResult, _check_image, minimize_image, uniform_noise
+from reprlab.textures.synthesis import (
+    SynthesisResult,
+    _check_image,
+    minimize_image,
+    run_samples,
+    uniform_noise,
+)
 
 
 def ps_objective(target: torch.Tensor, device: torch.device | None = None) -> tuple[Callable, str]:
@@ -73,21 +79,10 @@ def ps_synthesize(
     t0 = time.perf_counter()
     dev = torch.device(device) if device is not None else pick_device()
     loss_fn, desc = ps_objective(target, dev)
-    images, losses, iterations, evaluations = [], [], [], []
-    stopped, step = False, 0
-    for i in range(n_samples):
-        out = minimize_image(loss_fn, uniform_noise(tuple(target.shape), seed + i), iters=iters, method=method,
-                             callback=callback, progress=progress, sample=i, step_offset=step, lr=lr, device=dev)
-        step += out["evaluations"]
-        images.append(out["image"])
-        losses.append(out["losses"])
-        iterations.append(out["iterations"])
-        evaluations.append(out["evaluations"])
-        if out["stopped"]:
-            stopped = True
-            break
-    return SynthesisResult(
-        images=torch.stack(images), losses=losses, iterations=iterations, seconds=time.perf_counter() - t0,
-        stopped=stopped, evaluations=evaluations,
+    return run_samples(
+        lambda i, step: minimize_image(loss_fn, uniform_noise(tuple(target.shape), seed + i), iters=iters,
+                                       method=method, callback=callback, progress=progress, sample=i,
+                                       step_offset=step, lr=lr, device=dev),
+        n_samples, t0,
         meta={"method": method, "model": desc, "seed": seed, "size": tuple(target.shape[1:]), "device": str(dev)},
     )

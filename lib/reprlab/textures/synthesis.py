@@ -299,12 +299,23 @@ def synthesize(
     with torch.no_grad():
         tg = model.grams(target.to(dev))[0]
 
+    return run_samples(
+        lambda i, step: optimize_image(model, tg, init[i] if init is not None else uniform_noise((c, *hw), seed + i),
+                                       iters=iters, method=method, callback=callback, progress=progress, sample=i,
+                                       step_offset=step, lr=lr, device=dev),
+        n_samples, t0,
+        meta={"method": method, "seed": seed, "size": hw, "model": repr(model.bank), "nonlinearity": model.nonlinearity,
+              "device": str(dev)},
+    )
+
+
+def run_samples(optimize_one: Callable[[int, int], dict], n_samples: int, t0: float, meta: dict) -> SynthesisResult:
+    """Optimise samples 0..n_samples-1 in turn with ``optimize_one(i, step_offset)`` (a
+    :func:`minimize_image` report) and collect them; stops after a sample the callback stopped."""
     images, losses, iterations, evaluations = [], [], [], []
     stopped, step = False, 0
     for i in range(n_samples):
-        x0 = init[i] if init is not None else uniform_noise((c, *hw), seed + i)
-        out = optimize_image(model, tg, x0, iters=iters, method=method, callback=callback, progress=progress,
-                             sample=i, step_offset=step, lr=lr, device=dev)
+        out = optimize_one(i, step)
         step += out["evaluations"]
         images.append(out["image"])
         losses.append(out["losses"])
@@ -313,13 +324,5 @@ def synthesize(
         if out["stopped"]:
             stopped = True
             break
-    return SynthesisResult(
-        images=torch.stack(images),
-        losses=losses,
-        iterations=iterations,
-        seconds=time.perf_counter() - t0,
-        stopped=stopped,
-        evaluations=evaluations,
-        meta={"method": method, "seed": seed, "size": hw, "model": repr(model.bank), "nonlinearity": model.nonlinearity,
-              "device": str(dev)},
-    )
+    return SynthesisResult(images=torch.stack(images), losses=losses, iterations=iterations,
+                           seconds=time.perf_counter() - t0, stopped=stopped, evaluations=evaluations, meta=meta)
