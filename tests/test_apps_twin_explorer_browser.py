@@ -93,6 +93,9 @@ def test_click_a_point_shows_its_cluster_mei_grid(serve_app, browser_page, tmp_p
     print(f"click -> detail pane: {time.monotonic() - t1:.2f} s (browser, includes a loaded machine)")
     captions = [c for c in page.evaluate(CAPTIONS_JS) if c]
     assert captions, "the MEI grid has no captions"
+    # one click is one click: the header names the clicked neuron; nothing is focused
+    page.get_by_text(f"clicked neuron {int(ids[a])}").first.wait_for(timeout=30_000)
+    assert page.get_by_text("Focused neuron").count() == 0
     shown = [int(c.split()[0]) for c in captions[0]]
     want = [int(ids[j]) for j in best[:16]]
     assert shown == want, "the MEI grid does not show the cluster's 16 best-predicted neurons"
@@ -110,4 +113,19 @@ def test_click_a_point_shows_its_cluster_mei_grid(serve_app, browser_page, tmp_p
     page.wait_for_timeout(1200)
     page.screenshot(path=str(tmp_path / "explorer_tuning.png"))
     assert page.get_by_text("Traceback").count() == 0
+
+    # two quick clicks on points of two other clusters (BokehJS reports the second, within
+    # 300 ms of the first, as a double tap): the page ends on the second one's cluster
+    others = [int(c) for c in np.argsort(-np.bincount(lab))[1:3]]
+    rows = []
+    for c in others:
+        m = np.flatnonzero(lab == c)
+        rows.append(int(m[np.argmax(cKDTree(xy[lab != c]).query(xy[m])[0])]))
+    pts = [_point(page, xy[r]) for r in rows]
+    page.mouse.click(*pts[0])
+    page.mouse.click(*pts[1])
+    c2 = others[1]
+    page.get_by_text(re.compile(rf"Cluster {c2} · {int(np.sum(lab == c2))} neurons")).first.wait_for(timeout=30_000)
+    page.get_by_text(f"clicked neuron {int(ids[rows[1]])}").first.wait_for(timeout=30_000)
+    page.screenshot(path=str(tmp_path / "explorer_quick_clicks.png"))
     print(f"screenshots in {tmp_path}")

@@ -58,8 +58,6 @@ warnings.filterwarnings("ignore", message="All-NaN slice encountered", category=
 N_BEST = 16
 MAX_LEGEND = 20  # more categories than this are shown as integer codes on a colour bar
 MOSAIC_COLS = 8
-#: a second tap event at the same data point within this many seconds is the same browser tap
-TAP_REPEAT_S = 0.5
 HIST_BINS = 30
 SELECT_COLOR = "#1f77b4"
 NEURON_COLOR = "#d62728"
@@ -174,7 +172,6 @@ class TwinExplorer(pn.viewable.Viewer):
         self.detail: dict[str, Any] = {}
         self.last_update_seconds: float = float("nan")
         self._syncing = False
-        self._last_tap: tuple[tuple[float | None, float | None], float] = ((None, None), -1.0)
         self._layout: pn.viewable.Viewable | None = None
         self._build_widgets()
         self._build_plots()
@@ -486,7 +483,10 @@ class TwinExplorer(pn.viewable.Viewer):
     def _make_embedding(self, color_by: str) -> hv.DynamicMap:
         """The embedding overlay for ``color_by`` with fresh Tap / Selection1D streams on it."""
         self.base = self._embedding_element(color_by)
-        self.tap_stream = hv.streams.SingleTap(source=self.base, x=None, y=None)
+        # Tap, not SingleTap: BokehJS reports a tap within 300 ms of the previous one as a
+        # "doubletap" event, which SingleTap does not listen to - a quick second click on another
+        # point (or on the same one) was silently lost. Tap listens to both.
+        self.tap_stream = hv.streams.Tap(source=self.base, x=None, y=None)
         self.selection_stream = hv.streams.Selection1D(source=self.base)
         self.tap_stream.add_subscriber(self._on_tap)
         self.selection_stream.add_subscriber(self._on_select)
@@ -628,14 +628,6 @@ class TwinExplorer(pn.viewable.Viewer):
     # HoloViews runs stream callbacks without the document lock; ``unlocked`` dispatches the plain
     # Bokeh model changes they make (a no-op outside a server session)
     def _on_tap(self, x: float | None = None, y: float | None = None) -> None:
-        # In the served page one browser tap reaches this stream twice with the same coordinates
-        # (measured: every tap, Panel 1.9 / HoloViews overlay); handled twice it became "select
-        # the cluster, then focus the neuron". A tap at the very same data point within
-        # TAP_REPEAT_S is dropped.
-        now = time.monotonic()
-        if (x, y) == self._last_tap[0] and now - self._last_tap[1] < TAP_REPEAT_S:
-            return
-        self._last_tap = ((x, y), now)
         with pn.io.unlocked():
             self.click(x, y)
 
