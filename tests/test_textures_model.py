@@ -176,3 +176,42 @@ def test_fft_adjoint_in_pieces_equals_whole():
     assert _rel(conv.adjoint_finish(acc, 12, 9), conv.adjoint(g)) < 1e-12
     with pytest.raises(ValueError, match="out of range"):
         conv.adjoint_spectrum(g, 4)
+
+
+def test_fft_conv_parallel_chunks_equal_one_thread_and_conv2d():
+    """The CPU path splits the maps into chunks run on a thread pool: same numbers at 2 threads."""
+    from reprlab import torch_threads
+
+    bank = random_multiscale_bank(sizes=(7, 15, 23), maps_per_scale=5, seed=6)
+    conv = FFTConv2d(bank.weights).double()
+    conv.chunk = 4  # 15 maps -> 4 chunks, the last one short
+    x = torch.rand(3, 21, 18, dtype=torch.double)
+    g = torch.randn(15, 21, 18, dtype=torch.double)
+    direct = torch.cat([conv2d_same(x[None], w.double()) for w in bank.weights], 1)[0]
+    results = {}
+    for threads in (1, 2):
+        with torch_threads(threads):
+            out = torch.empty(15, 21, 18, dtype=torch.double)
+            results[threads] = (conv.correlate_into(x, out, "relu").clone(), conv.adjoint(g))
+    assert _rel(results[2][0], torch.relu(direct)) < 1e-12
+    assert torch.equal(results[1][0], results[2][0])
+    assert _rel(results[2][1], results[1][1]) < 1e-12
+
+
+def test_fft_conv_torch_path_used_off_cpu_equals_conv2d(monkeypatch):
+    """The torch.fft path (GPUs, dtypes scipy lacks), forced on the CPU, gives the same maps and adjoint."""
+    import reprlab.textures.fftconv as fftconv
+
+    bank = random_multiscale_bank(sizes=(7, 15), maps_per_scale=3, seed=7)
+    conv = FFTConv2d(bank.weights).double()
+    x = torch.rand(1, 3, 16, 13, dtype=torch.double, requires_grad=True)
+    g = torch.randn(1, 6, 16, 13, dtype=torch.double)
+    (want,) = torch.autograd.grad(torch.cat([conv2d_same(x, w.double()) for w in bank.weights], 1), x, g)
+    scipy_out = conv(x)
+    monkeypatch.setattr(fftconv, "_use_scipy", lambda t: False)
+    torch_out = conv(x)
+    (got,) = torch.autograd.grad(torch_out, x, g)
+    assert _rel(torch_out.detach(), scipy_out.detach()) < 1e-12
+    assert _rel(got, want) < 1e-10
+    with pytest.raises(ValueError, match="nonlinearity must be one of"):
+        conv.correlate_into(x[0].detach(), torch.empty(6, 16, 13, dtype=torch.double), "tanh")

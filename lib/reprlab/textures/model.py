@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from reprlab.textures.fftconv import FFTConv2d, conv2d_same, conv2d_same_adjoint
+from reprlab.textures.fftconv import ACT_INTO, FFTConv2d, conv2d_same, conv2d_same_adjoint
 from reprlab.textures.filterbanks import FilterBank
 
 #: ImageNet mean intensity per RGB channel (in [0, 1]); its luminance for grayscale
@@ -90,21 +90,6 @@ class _GramLoss(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         f, d = ctx.saved_tensors
         return (d @ f).mul_(grad * ctx.scale), None, None
-
-
-def _relu_into(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    return torch.clamp_min(src, 0, out=out)
-
-
-def _sigmoid_into(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    return torch.sigmoid(src, out=out)
-
-
-def _copy_into(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    return out.copy_(src)
-
-
-_ACT_INTO = {"relu": _relu_into, "sigmoid": _sigmoid_into, "none": _copy_into}
 
 
 class _TextureLoss(torch.autograd.Function):
@@ -256,7 +241,7 @@ class TextureModel(nn.Module):
     def _feature_rows(self, x: torch.Tensor) -> torch.Tensor:
         """Features (N, H W) of one mean-removed image x (C, H, W) in the internal order, no autograd."""
         c, h, w = x.shape
-        act = _ACT_INTO[self.nonlinearity]
+        act = ACT_INTO[self.nonlinearity]
         out = x.new_empty(self.n_maps, h, w)
         r = 0
         with torch.no_grad():
@@ -265,7 +250,7 @@ class TextureModel(nn.Module):
                 act(conv2d_same(x[None], wi)[0], out=out[r:r + wi.shape[0]])
                 r += int(wi.shape[0])
             if self.fftconv is not None:
-                self.fftconv.correlate_into(x, out[r:], act)
+                self.fftconv.correlate_into(x, out[r:], self.nonlinearity)
         return out.view(self.n_maps, h * w)
 
     def _conv_adjoint(self, g: torch.Tensor) -> torch.Tensor:
