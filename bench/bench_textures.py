@@ -3,8 +3,8 @@ filters 3...55, 256x256 RGB): straightforward conv2d + autograd Gram (baseline),
 with direct conv2d, and the fast path (fused loss + FFT for large kernels), measured in one run.
 
 Usage: python bench/bench_textures.py [--size 256] [--repeats 3] [--threads 1 [2 ...]] [--no-scan]
-       [--max-load 1.5]
-Prints JSON and writes bench/results/textures.json (the first thread count is the main report;
+       [--max-load 1.5] [--out bench/results/textures.json]
+Prints JSON and writes bench/results/textures.json (or --out) (the first thread count is the main report;
 further thread counts go under "other_thread_counts", each run only if the 1-minute load average
 is below --max-load at that moment, otherwise the skip and the load are recorded).
 """
@@ -28,8 +28,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-scan", action="store_true", help="skip the FFT-threshold scan")
     parser.add_argument("--max-load", type=float, default=1.5,
                         help="run the 2nd, 3rd ... thread counts only below this 1-minute load average")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "textures.json")
     args = parser.parse_args(argv)
-    out = Path(__file__).resolve().parent / "results" / "textures.json"
+    out = args.out
     report = run_bench(size=args.size, repeats=args.repeats, threads=args.threads[0], scan=not args.no_scan)
     if len(args.threads) > 1:
         report["other_thread_counts"] = []
