@@ -111,6 +111,24 @@ def _clear_member(xy: np.ndarray, lab: np.ndarray, k: int) -> int:
 CAPTION0_JS = """() => { for (const doc of Bokeh.documents) for (const m of doc.all_models)
   if (m.data && m.data.caption && m.data.caption.length) return String(m.data.caption[0]); return ''; }"""
 
+# before the page loads: record main-thread long tasks (> 50 ms: the page cannot react meanwhile)
+LONGTASK_INIT_JS = """window.__longtasks = [];
+try { new PerformanceObserver((l) => { for (const e of l.getEntries()) window.__longtasks.push(e.duration); })
+        .observe({type: 'longtask', buffered: true}); } catch (e) {}"""
+# after it loaded: record the UI events BokehJS derives from clicks on the embedding (tap or
+# double_tap: a click within 300 ms of the previous one is a double tap)
+GESTURE_JS = """() => { for (const v of Bokeh.index.all_views()) {
+  const t = v.model && v.model.title;
+  if (t && typeof t.text === 'string' && t.text.startsWith('Functional embedding') && v.canvas_view) {
+    const bus = v.canvas_view.ui_event_bus, orig = bus._trigger_bokeh_event.bind(bus);
+    window.__gestures = [];
+    bus._trigger_bokeh_event = (pv, ev) => {
+      if (ev.type == 'tap' || ev.type == 'double_tap' || ev.type == 'press') window.__gestures.push(ev.type);
+      return orig(pv, ev); };
+    return true; } } return false; }"""
+TAKE_JS = """() => { const r = {gestures: window.__gestures || [], longtasks: window.__longtasks || []};
+  window.__gestures = []; window.__longtasks = []; return r; }"""
+
 
 def browser(path: Path, n_clicks: int = 10, seed: int = 0) -> dict:
     """End-to-end timings in headless chromium against ``panel serve``."""
@@ -147,6 +165,7 @@ def browser(path: Path, n_clicks: int = 10, seed: int = 0) -> dict:
         with sync_playwright() as pw:
             b = pw.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
             page = b.new_page(viewport={"width": 1366, "height": 768})
+            page.add_init_script(LONGTASK_INIT_JS)
             loads = []
             for _ in range(2):  # the second load is what a user opening the page sees (imports warm)
                 t = time.perf_counter()
@@ -156,7 +175,10 @@ def browser(path: Path, n_clicks: int = 10, seed: int = 0) -> dict:
                 page.locator(".twin-mei-grid").first.wait_for(timeout=180_000)
                 loads.append(time.perf_counter() - t)
             out["first_render_cold_s"], out["first_render_warm_s"] = round(loads[0], 3), round(loads[1], 3)
-            lat, lost, prev = [], [], page.evaluate(CAPTION0_JS)
+            page.evaluate(GESTURE_JS)
+            page.wait_for_timeout(500)
+            page.evaluate(TAKE_JS)
+            lat, lost, prev, gestures, longest = [], [], page.evaluate(CAPTION0_JS), [], []
             for k in ks:
                 r = _clear_member(xy, lab, k)
                 pos = page.evaluate(EMBEDDING_POINT_JS, [float(xy[r, 0]), float(xy[r, 1])])
@@ -170,10 +192,19 @@ def browser(path: Path, n_clicks: int = 10, seed: int = 0) -> dict:
                     lat.append(time.perf_counter() - t)
                 except PlaywrightTimeout:
                     lost.append(k)
+                page.wait_for_timeout(20)  # let the last paint finish before reading the long tasks
+                took = page.evaluate(TAKE_JS)
+                gestures += took["gestures"]
+                longest.append(max(took["longtasks"], default=0.0) / 1000)
                 prev = page.evaluate(CAPTION0_JS)
                 page.mouse.move(5, 5)  # leave the hover tooltip off the next point
             out["click_to_detail_s"] = _stats(lat) if lat else None
             out["clicks_lost"] = {"n": len(lost), "of": len(ks), "clusters": lost}
+            # how BokehJS saw the clicks (double_tap: within 300 ms of the previous click; these
+            # were the lost clicks while the explorer listened to "tap" only)
+            out["bokehjs_gestures"] = {g: gestures.count(g) for g in sorted(set(gestures))}
+            # the longest main-thread task per click (the page cannot react meanwhile; 0 = none > 50 ms)
+            out["longest_main_thread_task_per_click_s"] = _stats(longest)
             b.close()
     finally:
         proc.terminate()

@@ -135,8 +135,8 @@ def test_tap_selects_the_cluster_and_the_detail_panes_show_that_cluster(explorer
         assert any(a.shape != b.shape or not np.array_equal(a, b, equal_nan=True) for a, b in zip(after, before))
         before = [a.copy() for a in after]
         # rings around the members, a marker on the clicked neuron
-        assert np.allclose(np.sort(explorer._sel_pipe.data[:, 0]), np.sort(explorer.xy[members, 0]))
-        assert np.allclose(explorer._focus_pipe.data, explorer.xy[[row]])
+        assert np.allclose(np.sort(explorer.marks.rings_xy[:, 0]), np.sort(explorer.xy[members, 0]))
+        assert np.allclose(explorer.marks.marker_xy, explorer.xy[[row]])
     assert np.isfinite(explorer.last_update_seconds)
     # Tuning / Indices figures are built when their tab opens, then follow every click
     explorer.tabs.active = 1
@@ -174,7 +174,7 @@ def test_second_click_in_the_cluster_focuses_that_neuron(explorer, twin):
     assert np.allclose(det["tuning"]["phase"]["neuron"][0]["y"], ph[b], atol=1e-6)
     assert np.isclose(det["hist"]["plaid"]["value"], twin.cluster_indices["plaid"][b])
     assert f"Focused neuron {int(twin.neurons['id'][b])}" in explorer.neuron_note.object
-    assert np.allclose(explorer._focus_pipe.data, explorer.xy[[b]])
+    assert np.allclose(explorer.marks.marker_xy, explorer.xy[[b]])
     # the cluster panes did not change, a click elsewhere selects the other cluster
     assert det["cluster"] == 1
     c = int(np.flatnonzero(lab == 3)[0])

@@ -17,10 +17,11 @@ holds no science: every number comes from the bundle, plots from :mod:`reprlab.v
 * A cluster list (jump menu and table) and a CSV export of the selected neurons (ids, indices).
 
 Speed: everything per cluster (mean ± SD curves, histograms, MEI tiles, stimulus images) is
-computed once at load. A click sends the selection rings and the marker through
-``hv.streams.Pipe`` s and replaces the ``ColumnDataSource.data`` of the detail figures (plain
-Bokeh figures from :mod:`reprlab.viz.embedding`, built once); the layout is never rebuilt and
-only the groups that changed are touched. The Tuning / Indices figures are built when their tab
+computed once at load. A click replaces small ``ColumnDataSource.data``: the selection rings and
+the marker (plain Bokeh renderers on the overlay layer of the embedding figure, so the browser
+does not repaint the N points; :class:`reprlab.viz.embedding.EmbeddingMarks`) and the detail
+figures (plain Bokeh figures from :mod:`reprlab.viz.embedding`, built once). No HoloViews plot is
+re-rendered on a click, the layout is never rebuilt and only the groups that changed are touched. The Tuning / Indices figures are built when their tab
 is first opened.
 
 Under ``panel serve`` use ``widgets/twin_explorer.py``; in JupyterLab::
@@ -436,10 +437,7 @@ class TwinExplorer(pn.viewable.Viewer):
                                    value_format=fmt, size=size)
 
     def _build_plots(self) -> None:
-        self._sel_pipe = hv.streams.Pipe(data=np.zeros((0, 2)))
-        self._focus_pipe = hv.streams.Pipe(data=np.zeros((0, 2)))
-        self._rings = hv.DynamicMap(lambda data: vz.selection_rings(data), streams=[self._sel_pipe])
-        self._marker = hv.DynamicMap(lambda data: vz.focus_marker(data), streams=[self._focus_pipe])
+        self.marks = vz.EmbeddingMarks(marker_color=NEURON_COLOR)
         self.embedding_pane = pn.pane.HoloViews(self._make_embedding(self.color_by.value), backend="bokeh",
                                                 linked_axes=False, css_classes=["twin-embedding"])
         # detail figures: plain Bokeh, built once, updated in place; only changed groups update
@@ -482,7 +480,8 @@ class TwinExplorer(pn.viewable.Viewer):
 
     def _make_embedding(self, color_by: str) -> hv.DynamicMap:
         """The embedding overlay for ``color_by`` with fresh Tap / Selection1D streams on it."""
-        self.base = self._embedding_element(color_by)
+        # the rings / marker renderers are added to the figure by a plot hook
+        self.base = self._embedding_element(color_by).opts(hooks=[self.marks.hook], backend="bokeh")
         # Tap, not SingleTap: BokehJS reports a tap within 300 ms of the previous one as a
         # "doubletap" event, which SingleTap does not listen to - a quick second click on another
         # point (or on the same one) was silently lost. Tap listens to both.
@@ -490,7 +489,7 @@ class TwinExplorer(pn.viewable.Viewer):
         self.selection_stream = hv.streams.Selection1D(source=self.base)
         self.tap_stream.add_subscriber(self._on_tap)
         self.selection_stream.add_subscriber(self._on_select)
-        self.embedding_view = vz.embedding_overlay(self.base, self._rings, self._marker)
+        self.embedding_view = vz.embedding_overlay(self.base)
         return self.embedding_view
 
     # -------------------------------------------------------------------------- layout --
@@ -542,8 +541,14 @@ class TwinExplorer(pn.viewable.Viewer):
 
     @staticmethod
     def _warm_up() -> None:
-        """Import what the first box / lasso selection needs (KS tests) once the page is up."""
-        import reprlab.v1.analysis  # noqa: F401
+        """Once the page is up, import what the first box / lasso selection needs (the KS tests:
+        scipy.stats, ~2 s) in a background thread. (Run on the server's event loop, the import
+        held up the first click by as long.)"""
+        import importlib
+        import threading
+
+        threading.Thread(target=importlib.import_module, args=("reprlab.v1.analysis",), daemon=True,
+                         name="twin-explorer-warm-up").start()
 
     def __panel__(self) -> pn.viewable.Viewable:
         return self.panel()
@@ -767,9 +772,8 @@ class TwinExplorer(pn.viewable.Viewer):
         det = self._compute_detail()
         self.detail = det
         sel = self.selected
-        self._sel_pipe.send(self.xy[sel] if len(sel) else np.zeros((0, 2)))
         ref = self.focused if self.focused is not None else self.clicked
-        self._focus_pipe.send(self.xy[[ref]] if ref is not None else np.zeros((0, 2)))
+        self.marks.update(self.xy[sel], self.xy[[ref]] if ref is not None else np.zeros((0, 2)))
         self._show(det)
         self.last_update_seconds = time.perf_counter() - t0
 
