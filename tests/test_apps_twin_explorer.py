@@ -80,6 +80,28 @@ def test_layout_renders_in_a_document_and_is_the_same_component_in_a_notebook(ex
     assert [h[0] for h in hover][:4] == ["neuron", "cluster", "animal", "test corr"]
 
 
+def test_selection_marks_are_overlay_renderers_on_the_embedding_figure(explorer, twin):
+    # a click must only touch the rings / marker, drawn on the canvas's overlay layer: the
+    # browser then does not repaint the N points (nor on hover: no hover glyph)
+    fig = _embedding_figure(_rendered(explorer))
+    points = [r for r in fig.renderers if len(r.data_source.data.get("x", [])) == explorer.N]
+    assert len(points) == 1 and points[0].level == "glyph" and points[0].hover_glyph is None
+    marks = [r for r in fig.renderers if r.data_source in (explorer.marks.rings, explorer.marks.marker)]
+    assert len(marks) == 2 and all(r.level == "overlay" for r in marks)
+    lab = twin.neurons["cluster"]
+    row = int(np.flatnonzero(lab == 2)[0])
+    points_data = dict(points[0].data_source.data)
+    _tap(explorer, row)
+    assert np.allclose(np.sort(explorer.marks.rings.data["x"]), np.sort(explorer.xy[lab == 2, 0]))
+    assert np.allclose(explorer.marks.marker.data["y"], explorer.xy[[row], 1])
+    assert all(points[0].data_source.data[k] is v for k, v in points_data.items())  # the N points untouched
+    # a change of colouring draws a new figure: the marks follow (once)
+    explorer.color_by.value = "animal"
+    fig = _embedding_figure(_rendered(explorer))
+    assert sum(r.data_source is explorer.marks.rings for r in fig.renderers) == 1
+    assert len(explorer.marks.rings.data["x"]) == int(np.sum(lab == 2))
+
+
 def test_tap_selects_the_cluster_and_the_detail_panes_show_that_cluster(explorer, twin):
     root = _rendered(explorer)
     before = [a.copy() for a in _image_sources(root)]
