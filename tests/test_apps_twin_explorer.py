@@ -217,7 +217,7 @@ def _browser_events(explorer: TwinExplorer, events: list[tuple[str, int]]) -> li
     rendered embedding figure, one at a time, and return the clicks the explorer handled."""
     import asyncio
 
-    from bokeh.events import DoubleTap, Tap
+    from bokeh.events import DoubleTap, PressUp, Tap
 
     calls: list[tuple[float, float]] = []
     click = explorer.click
@@ -227,10 +227,11 @@ def _browser_events(explorer: TwinExplorer, events: list[tuple[str, int]]) -> li
         fig = _embedding_figure(_rendered(explorer))
         # exactly one server-side handler per UI event: two streams (or two tap callbacks) on the
         # figure would deliver one browser tap twice
-        assert {k: len(v) for k, v in fig._event_callbacks.items() if "tap" in k} == {"tap": 1, "doubletap": 1}
+        handlers = {k: len(v) for k, v in fig._event_callbacks.items() if k in ("tap", "doubletap", "pressup")}
+        assert handlers == {"tap": 1, "doubletap": 1, "pressup": 1}
         for kind, row in events:
             n = len(calls)
-            ev = {"tap": Tap, "doubletap": DoubleTap}[kind]
+            ev = {"tap": Tap, "doubletap": DoubleTap, "pressup": PressUp}[kind]
             fig._trigger_event(ev(fig, x=float(explorer.xy[row, 0]), y=float(explorer.xy[row, 1])))
             for _ in range(200):  # the HoloViews callback runs on the event loop
                 await asyncio.sleep(0.01)
@@ -246,9 +247,10 @@ def _browser_events(explorer: TwinExplorer, events: list[tuple[str, int]]) -> li
 
 
 def test_one_browser_tap_is_one_click_and_a_quick_second_tap_is_not_lost(explorer, twin):
-    # BokehJS reports a click within 300 ms of the previous one as "doubletap", not "tap": the
-    # explorer must take it as a click (it was lost with a SingleTap stream); and one tap must
-    # be handled exactly once (twice, a first click became "select, then focus")
+    # BokehJS reports a click within 300 ms of the previous one as "doubletap", not "tap", and a
+    # click with the button held >= 300 ms as "pressup": the explorer must take both as a click
+    # (they were lost with a SingleTap stream); and one tap must be handled exactly once (twice,
+    # a first click became "select, then focus")
     lab = twin.neurons["cluster"]
     a, b = int(np.flatnonzero(lab == 3)[0]), int(np.flatnonzero(lab == 1)[0])
     calls = _browser_events(explorer, [("tap", a)])
@@ -261,10 +263,13 @@ def test_one_browser_tap_is_one_click_and_a_quick_second_tap_is_not_lost(explore
     c = int(np.flatnonzero(lab == 1)[1])
     _browser_events(explorer, [("doubletap", c)])
     assert explorer.selected_cluster == 1 and explorer.focused == c
+    # a slow click (button held >= 300 ms: BokehJS sends "pressup") is a click too
+    calls = _browser_events(explorer, [("pressup", a)])
+    assert len(calls) == 1 and explorer.selected_cluster == 3 and explorer.focused is None
     # after a change of colouring (new plot, new streams) a tap is still handled once
     explorer.color_by.value = "test correlation"
-    calls = _browser_events(explorer, [("tap", a)])
-    assert len(calls) == 1 and explorer.selected_cluster == 3 and explorer.focused is None
+    calls = _browser_events(explorer, [("tap", b)])
+    assert len(calls) == 1 and explorer.selected_cluster == 1 and explorer.clicked == b and explorer.focused is None
 
 
 def test_tap_far_from_every_neuron_changes_nothing(explorer):

@@ -1,5 +1,6 @@
 """Twin explorer in headless Chromium: ``panel serve widgets/twin_explorer.py``, click a point,
-the MEI grid of that point's cluster appears; a second click focuses a neuron.
+the MEI grid of that point's cluster appears; a second click focuses a neuron; two quick clicks
+(a BokehJS double tap) and a slow click (a press) select too.
 
 Uses ``data/twin_default`` when it exists and loads; otherwise the UI fixture bundle of
 ``tests/twin_bundle_fixture.py`` (the reason is reported as a warning).
@@ -128,4 +129,11 @@ def test_click_a_point_shows_its_cluster_mei_grid(serve_app, browser_page, tmp_p
     page.get_by_text(re.compile(rf"Cluster {c2} · {int(np.sum(lab == c2))} neurons")).first.wait_for(timeout=30_000)
     page.get_by_text(f"clicked neuron {int(ids[rows[1]])}").first.wait_for(timeout=30_000)
     page.screenshot(path=str(tmp_path / "explorer_quick_clicks.png"))
+    # a slow click (button held 0.5 s: BokehJS sends a press, then "pressup") selects too
+    page.mouse.move(*_point(page, xy[a]))
+    page.mouse.down()
+    page.wait_for_timeout(500)
+    page.mouse.up()
+    page.get_by_text(re.compile(rf"Cluster {k} · {len(members)} neurons")).first.wait_for(timeout=30_000)
+    page.get_by_text(f"clicked neuron {int(ids[a])}").first.wait_for(timeout=30_000)
     print(f"screenshots in {tmp_path}")

@@ -7,7 +7,7 @@ holds no science: every number comes from the bundle, plots from :mod:`reprlab.v
   the bundle has the ground truth), test correlation or any in silico index, with a colour bar
   (continuous properties) or legend (categories) and hover (neuron id, cluster, animal, test
   correlation, the colouring property).
-* Click a point: its cluster is selected (rings in the embedding) and the detail pane shows the
+* Click a point (a tap, a quick second click or a slow click alike): its cluster is selected (rings in the embedding) and the detail pane shows the
   cluster MEI and cluster optimal Gabor / DoG (rendered from their parameters with
   :mod:`reprlab.v1.stimuli`), the MEIs of its 16 best-predicted neurons, its tuning curves
   (orientation, phase, size-contrast, plaid) as mean ± SD with the clicked neuron's curve on top,
@@ -482,12 +482,15 @@ class TwinExplorer(pn.viewable.Viewer):
         """The embedding overlay for ``color_by`` with fresh Tap / Selection1D streams on it."""
         # the rings / marker renderers are added to the figure by a plot hook
         self.base = self._embedding_element(color_by).opts(hooks=[self.marks.hook], backend="bokeh")
-        # Tap, not SingleTap: BokehJS reports a tap within 300 ms of the previous one as a
-        # "doubletap" event, which SingleTap does not listen to - a quick second click on another
-        # point (or on the same one) was silently lost. Tap listens to both.
+        # A click reaches BokehJS as one of three gestures: "tap"; "doubletap" when it comes within
+        # 300 ms of the previous tap (with SingleTap, which listens to "tap" only, such a quick
+        # second click was silently lost); "pressup" when the button was held 300 ms or more
+        # (a slow click, or a quick one while the page was busy). Tap covers the first two.
         self.tap_stream = hv.streams.Tap(source=self.base, x=None, y=None)
+        self.press_stream = hv.streams.PressUp(source=self.base, x=None, y=None)
         self.selection_stream = hv.streams.Selection1D(source=self.base)
         self.tap_stream.add_subscriber(self._on_tap)
+        self.press_stream.add_subscriber(self._on_tap)
         self.selection_stream.add_subscriber(self._on_select)
         self.embedding_view = vz.embedding_overlay(self.base)
         return self.embedding_view
