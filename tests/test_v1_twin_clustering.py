@@ -113,3 +113,58 @@ def test_cluster_verb_adds_results_to_an_existing_twin_bundle(tiny_twin, tmp_pat
     # a bundle of another twin (different neuron count) is refused
     write_bundle(twin_dir, "twin", arrays={"neurons/id": np.arange(5)})
     assert main(args) == 2 and "neurons" in capsys.readouterr().out
+
+
+def test_functional_truth_phase_classes_are_rotation_equivalence_classes():
+    """A simple cell (θ, τ) turned by π is the cell (θ, -τ): same function up to rotation. The
+    principled truth must give both the same class, and angles that differ by exactly π."""
+    import dataclasses
+
+    from reprlab.v1.population import FAMILIES, sample_population
+    from reprlab.v1.twin_clustering import functional_truth
+
+    H, W = 36, 64
+    pop = sample_population(44, (H, W), seed=3, family_weights={"simple": 1.0, "corner": 0.5, "dog_on": 0.5,
+                                                                 "complex_ss": 1.0}, n_calibration=64)
+    n = len(pop)
+    pop = dataclasses.replace(pop, center=torch.tensor([[(W - 1) / 2.0, (H - 1) / 2.0]]).repeat(n, 1), _cache={})
+    turned = dataclasses.replace(pop, phase=-pop.phase, _cache={},
+                                 direction=torch.remainder(pop.direction + math.pi, 2 * math.pi))
+    imgs = natural_images(80, (H, W), seed=5)
+    c = ((H - 1) / 2.0, (W - 1) / 2.0)
+    r0 = pop.rate(torch.as_tensor(imgs)).numpy()
+    r1 = turned.rate(torch.as_tensor(rotate_shift_images(imgs, math.pi, c, c))).numpy()
+    fam = pop.family
+    gabor = np.isin(fam, [f for f in FAMILIES if f.startswith(("simple", "complex"))]) | (fam == "corner")
+    corr = [np.corrcoef(r0[:, k], r1[:, k])[0, 1] for k in np.flatnonzero(gabor)]
+    assert min(corr) > 0.98  # the turned population is the same function on turned images
+    a, b = functional_truth(pop), functional_truth(turned)
+    np.testing.assert_array_equal(a["fine"], b["fine"])
+    np.testing.assert_array_equal(a["types"], b["types"])
+    ok = np.isfinite(a["angle"])
+    assert np.array_equal(ok, fam != "dog_on") and np.isnan(a["angle"][fam == "dog_on"]).all()
+    diff = np.remainder(b["angle"][ok] - a["angle"][ok], a["angle_period"][ok])
+    expect = np.remainder(math.pi, a["angle_period"][ok])  # π on a 2π circle, 0 on a π circle
+    np.testing.assert_allclose(np.minimum(np.abs(diff - expect), a["angle_period"][ok] - np.abs(diff - expect)),
+                               0.0, atol=1e-5)
+    simple = np.char.startswith(fam.astype(str), "simple")
+    assert set(a["phase_class"][simple]) <= {"even_on", "odd", "even_off"} and (a["phase_class"][~simple] == "").all()
+    per = dict(zip(a["fine"], a["angle_period"]))
+    assert all(per[k] == (2 * math.pi if k.endswith("/odd") or k == "corner" else math.pi) for k in per if k != "dog_on")
+
+
+def test_truth_confusion_separates_opposite_polarities():
+    from reprlab.v1.population import sample_population
+    from reprlab.v1.twin_clustering import truth_confusion
+
+    pop = sample_population(24, (36, 64), seed=4, family_weights={"dog_on": 1.0, "dog_off": 1.0, "complex": 1.0},
+                            n_calibration=64)
+    tc = truth_confusion(pop, pop.family, natural_images(120, (36, 64), seed=6), n_per_group=5, n_rotations=8)
+    names = list(tc["groups"])
+    assert names == ["complex", "dog_off", "dog_on"] and tc["pairwise"].shape == (3, 3)
+    on, off = names.index("dog_on"), names.index("dog_off")
+    for M in (tc["pairwise"], tc["prototype"]):
+        np.testing.assert_allclose(M, M.T)
+        assert M[on, off] < 0 < M[on, on] and M[off, off] > 0.5
+    with pytest.raises(ValueError, match="groups"):
+        truth_confusion(pop, pop.family[:3], natural_images(10, (36, 64), seed=6))

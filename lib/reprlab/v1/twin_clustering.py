@@ -8,7 +8,9 @@ analysis of :mod:`reprlab.v1.cluster`:
   of the cluster confusion matrix: hypothetical neurons read out at the image centre, with the
   core's features at that point computed once for the image set;
 * :func:`twin_truth` - ground-truth families and preferred orientations of simulated neurons in
-  the model's neuron order;
+  the model's neuron order, and the principled truth of :func:`functional_truth` (response types,
+  phase classes of simple cells, angles on each class's own symmetry);
+* :func:`truth_confusion` - the ground-truth analogue of the cluster confusion matrix;
 * :func:`cluster_twin` - all of it plus :func:`reprlab.v1.cluster.rotation_invariant_clustering`;
 * :func:`write_cluster_bundle` - the results added under ``ch6/`` to the twin's artifact bundle, or
   as a ``v1-clusters`` bundle (:mod:`reprlab.io`);
@@ -25,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["add_cluster_verb", "centre_features", "cluster_arrays", "centre_predictor", "cluster_twin", "image_rotation_sign",
-           "load_or_fit_twin", "mei_confusion_twin", "twin_readouts", "twin_truth", "write_cluster_bundle"]
+__all__ = ["PHASE_CLASSES", "add_cluster_verb", "centre_features", "cluster_arrays", "centre_predictor", "cluster_twin",
+           "functional_truth", "image_rotation_sign", "load_or_fit_twin", "mei_confusion_twin", "truth_confusion",
+           "twin_readouts", "twin_truth", "write_cluster_bundle"]
 
 BUNDLE_KIND = "v1-clusters"
 
@@ -125,11 +128,75 @@ def image_rotation_sign(model: Any, seed: int = 0) -> int:
     return 1 if err_plus <= err_minus else -1
 
 
+#: Phase classes of simple cells (folded phase |τ| in [0, π/4), [π/4, 3π/4], (3π/4, π]).
+PHASE_CLASSES = ("even_on", "odd", "even_off")
+
+
+def functional_truth(population: Any) -> dict[str, np.ndarray]:
+    """The truth a rotation-invariant clustering can recover, from a simulated population's own
+    attributes (:class:`reprlab.v1.population.Population`).
+
+    The method groups neurons that compute the same function up to rotation and translation.
+    Two simulated neurons of one family can differ in more than that:
+
+    * Phase of simple cells. Rotating a simple cell (θ, τ) by π gives (θ + π, -τ), so phase is
+      only defined up to sign: the folded phase ``|τ|`` in [0, π] (``τ`` wrapped to (-π, π]). Cells
+      with different folded phases compute different functions (an ON-centre bar detector is not a
+      rotated OFF-centre one). ``phase_class``: 'even_on' (|τ| < π/4), 'odd', 'even_off'
+      (|τ| > 3π/4), '' for other families. On natural images the true responses of simple cells
+      with the same phase class correlate 0.5-0.9 across the four modulation families, but only
+      -0.2-0.4 across phase classes (:func:`truth_confusion` on the default population).
+    * Surround suppression and cross-orientation inhibition. They change the function, but on
+      natural images only weakly: true complex cells of the four modulation families correlate
+      0.6-0.7 with each other, about as much as within a family (0.7-0.85). Blocks of the cluster
+      confusion matrix join clusters whose predicted responses correlate above 0.5, so they
+      cannot separate these families by construction.
+
+    Returns per neuron:
+
+    * ``types``: response types at the resolution of the confusion-matrix blocks - 'complex' (all
+      four modulation families), 'simple/<phase class>', 'corner', 'dog_on', 'dog_off';
+    * ``fine``: classes of rotation-equivalent neurons - the family, and for simple cells
+      '<family>/<phase class>';
+    * ``phase_class``;
+    * ``angle``, ``angle_period``, ``angle_group``: the truth for the alignment angles. Each
+      group (= ``fine``) is scored on its symmetry: complex cells and even simple cells are
+      π-symmetric (orientation θ in [0, π), period π); odd simple cells have a direction
+      (θ + π if τ is in (π, 2π), else θ; period 2π); corner cells their bisector direction
+      (period 2π); DoG cells have no orientation (NaN).
+    """
+    fam = np.asarray(population.family).astype(str)
+    n = fam.size
+    tau = np.remainder(population.phase.detach().cpu().numpy().astype(np.float64), 2 * np.pi)
+    folded = np.where(tau > np.pi, 2 * np.pi - tau, tau)
+    coarse = np.asarray([f.split("_")[0] for f in fam])
+    simple = coarse == "simple"
+    pclass = np.where(folded < np.pi / 4, PHASE_CLASSES[0], np.where(folded > 3 * np.pi / 4, PHASE_CLASSES[2],
+                                                                       PHASE_CLASSES[1]))
+    pclass = np.where(simple, pclass, "")
+    types = np.where(simple, np.char.add("simple/", pclass), np.where(coarse == "dog", fam, coarse))
+    fine = np.where(simple, np.char.add(np.char.add(fam, "/"), pclass), fam)
+    theta = np.remainder(population.orientation.detach().cpu().numpy().astype(np.float64), np.pi)
+    direction = np.remainder(population.direction.detach().cpu().numpy().astype(np.float64), 2 * np.pi)
+    angle = theta.copy()
+    period = np.full(n, np.pi)
+    odd = simple & (pclass == "odd")
+    angle[odd] = np.remainder(theta[odd] + np.pi * (tau[odd] > np.pi), 2 * np.pi)
+    corner = fam == "corner"
+    angle[corner] = direction[corner]
+    period[odd | corner] = 2 * np.pi
+    angle[~population.oriented.detach().cpu().numpy().astype(bool)] = np.nan
+    return {"types": types, "fine": fine, "phase_class": pclass, "angle": angle, "angle_period": period,
+            "angle_group": fine}
+
+
 def twin_truth(model: Any, datasets: Sequence[Any]) -> dict[str, np.ndarray]:
     """Ground truth in the model's neuron order: ``families`` (N,) names and ``orientations`` (N,)
-    preferred orientations in [0, π) (NaN for unoriented families such as DoG cells)."""
+    preferred orientations in [0, π) (NaN for unoriented families such as DoG cells) - the issue's
+    original truth - and the principled truth of :func:`functional_truth` (``types``, ``fine``,
+    ``phase_class``, ``angle``, ``angle_period``, ``angle_group``)."""
     by_name = {ds.animal: ds for ds in datasets}
-    fams, oris = [], []
+    fams, oris, func = [], [], []
     for a in model.animals:
         ds = by_name.get(a)
         if ds is None or getattr(ds, "truth", None) is None:
@@ -141,7 +208,84 @@ def twin_truth(model: Any, datasets: Sequence[Any]) -> dict[str, np.ndarray]:
         ori[~truth.oriented.cpu().numpy()] = np.nan
         fams.append(truth.family)
         oris.append(np.mod(ori, np.pi))
-    return {"families": np.concatenate(fams), "orientations": np.concatenate(oris)}
+        func.append(functional_truth(truth))
+    out = {"families": np.concatenate(fams), "orientations": np.concatenate(oris)}
+    out.update({k: np.concatenate([f[k] for f in func]) for k in func[0]})
+    return out
+
+
+def truth_confusion(
+    population: Any,
+    groups: Any,
+    images: Any,
+    n_per_group: int = 20,
+    n_rotations: int = 32,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Confusion matrix of the *true* neurons: the ground-truth analogue of the cluster confusion
+    matrix (paper Fig. 7 left), showing which truth a block at threshold 0.5 can resolve.
+
+    Up to ``n_per_group`` neurons per group (``groups`` (N,) labels, e.g. ``functional_truth``'s
+    ``fine``) are moved to the image centre and put in a canonical pose (direction d, folded phase
+    for simple cells) at ``n_rotations`` directions d over 2π; their true rates on ``images``
+    (n, H, W) are correlated across images. Returns ``groups`` (G,), ``pairwise`` (G, G): the mean
+    over neuron pairs of the best correlation over rotations (1 on the diagonal of one-neuron groups), and ``prototype`` (G, G): the best
+    correlation of the groups' mean responses (the analogue of a cluster mean). O(G · n_per_group ·
+    n_rotations) simulated neurons on the images.
+    """
+    import dataclasses
+
+    import torch
+
+    g = np.asarray(groups).astype(str).ravel()
+    if g.shape != (len(population),):
+        raise ValueError(f"groups must have one label per neuron ({len(population)}), got shape {g.shape}")
+    imgs = np.asarray(images, dtype=np.float32)
+    if imgs.ndim != 3 or imgs.shape[0] < 3 or tuple(imgs.shape[1:]) != tuple(population.image_shape):
+        raise ValueError(f"images must be (n >= 3, {population.image_shape[0]}, {population.image_shape[1]}), "
+                         f"got shape {imgs.shape}")
+    if n_per_group < 1 or n_rotations < 1:
+        raise ValueError(f"n_per_group and n_rotations must be >= 1, got {n_per_group}, {n_rotations}")
+    rng = np.random.default_rng(seed)
+    names = np.unique(g)
+    idx, gi = [], []
+    for j, name in enumerate(names):
+        members = np.flatnonzero(g == name)
+        pick = rng.choice(members, min(n_per_group, members.size), replace=False)
+        idx.append(pick)
+        gi.append(np.full(pick.size, j))
+    idx, gi = np.concatenate(idx), np.concatenate(gi)
+    n = idx.size
+    rep = np.repeat(idx, n_rotations)
+    d = np.tile(np.arange(n_rotations) * 2 * np.pi / n_rotations, n)
+    tau = np.remainder(population.phase.cpu().numpy().astype(np.float64)[rep], 2 * np.pi)
+    folded = np.where(tau > np.pi, 2 * np.pi - tau, tau)
+    H, W = population.image_shape
+    sub = population.subset(rep)
+    sub = dataclasses.replace(
+        sub, center=torch.tensor([[(W - 1) / 2.0, (H - 1) / 2.0]]).repeat(len(sub), 1),
+        orientation=torch.as_tensor(np.remainder(d, np.pi), dtype=torch.float32),
+        direction=torch.as_tensor(d, dtype=torch.float32),
+        phase=torch.as_tensor(np.where(d >= np.pi, -folded, folded), dtype=torch.float32), _cache={})  # a π turn flips τ
+    r = sub.rate(torch.as_tensor(imgs)).cpu().numpy().astype(np.float64).reshape(imgs.shape[0], n, n_rotations)
+
+    def zscore(x: np.ndarray) -> np.ndarray:
+        x = x - x.mean(0)
+        return x / np.maximum(np.linalg.norm(x, axis=0), 1e-12)
+
+    Z = zscore(r)
+    C = np.einsum("ia,ibr->abr", Z[:, :, 0], Z).max(-1)
+    G = names.size
+    pair = np.zeros((G, G))
+    for a in range(G):
+        for b in range(G):
+            blk = C[np.ix_(gi == a, gi == b)]
+            cnt = blk.size - (blk.shape[0] if a == b else 0)
+            pair[a, b] = (blk.sum() - (np.trace(blk) if a == b else 0.0)) / cnt if cnt else 1.0  # 1 neuron: itself
+    P = zscore(np.stack([r[:, gi == j].mean(1) for j in range(G)], 1))
+    proto = np.einsum("ia,ibr->abr", P[:, :, 0], P).max(-1)
+    return {"groups": names, "pairwise": 0.5 * (pair + pair.T), "prototype": 0.5 * (proto + proto.T),
+            "n_per_group": np.bincount(gi, minlength=G)}
 
 
 def training_images(datasets: Sequence[Any], n: int) -> np.ndarray:
@@ -180,7 +324,7 @@ def cluster_twin(
                                                             for d in datasets) else {}
     res = rotation_invariant_clustering(
         R, centre_predictor(model, images), families=truth.get("families"),
-        orientations=truth.get("orientations"), method=method, scale=scale, random_state=seed,
+        orientations=truth.get("orientations"), truth=truth or None, method=method, scale=scale, random_state=seed,
         progress=progress, **overrides,
     )
     res.update(readouts=R, animal=animal, truth=truth, n_images=int(np.shape(images)[0]))
@@ -267,6 +411,7 @@ def cluster_arrays(result: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[
         "neurons/readout": np.asarray(result["readouts"], np.float32),
         "neurons/aligned": np.asarray(result["aligned"], np.float32),
         "neurons/angle": np.asarray(result["angles"], np.float32),
+        "neurons/angle_global": np.asarray(result.get("angles_global", result["angles"]), np.float32),
         "neurons/label": np.asarray(result["labels"], np.int64),
         "neurons/embedding": np.asarray(result["embedding"], np.float32),
         "neurons/animal": np.asarray(result["animal"]).astype("U"),
@@ -284,7 +429,8 @@ def cluster_arrays(result: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[
             "neurons/block": np.asarray(result["block_labels"], np.int64),
         })
     for key, val in (result.get("truth") or {}).items():
-        arrays[f"truth/{key}"] = np.asarray(val).astype("U") if key == "families" else np.asarray(val, np.float32)
+        val = np.asarray(val)
+        arrays[f"truth/{key}"] = val.astype("U") if val.dtype.kind in "USO" else val.astype(np.float32)
     for name, c in (result.get("controls") or {}).items():
         arrays[f"controls/{name}/label"] = np.asarray(c["labels"], np.int64)
         arrays[f"controls/{name}/embedding"] = np.asarray(c["embedding"], np.float32)
@@ -306,7 +452,7 @@ def write_cluster_bundle(result: dict[str, Any], out: str | os.PathLike, config:
     its own files are kept unchanged and earlier ``ch6/`` results are replaced. The number of
     neurons must match the bundle's ``neurons/id``. Otherwise ``out`` becomes (or is replaced by)
     a ``v1-clusters`` bundle with the same names without the prefix:
-    ``neurons/{readout,aligned,angle,label,block,embedding,animal}``,
+    ``neurons/{readout,aligned,angle,angle_global,label,block,embedding,animal}``,
     ``clusters/{center,confusion,rotation,order,block}``, ``gmm/*``, ``truth/*``,
     ``controls/<name>/*`` and the ``scores``, ``sweep`` documents.
     """
@@ -384,6 +530,9 @@ def _cluster(args: argparse.Namespace) -> dict:
     rec = res.get("angle_recovery")
     if rec:
         scores["angle_corr_per_family"] = rec["per_group"]
+    rec = res.get("angle_recovery_symmetry")
+    if rec:
+        scores["angle_corr_symmetry_per_group"] = rec["per_group"]
     from reprlab.io import read_bundle
 
     kind = read_bundle(out).kind
