@@ -90,19 +90,20 @@ def conditional(
     """
     kzz = kernel(z, z)
     lzz = stable_cholesky(kzz, jitter, where=f"{where} K(z, z)" if where else "K(z, z)")
-    # K_zz⁻¹ through its Cholesky factor: one small (M × M) inverse per replica, then plain
-    # batched products instead of triangular solves against every sample's right-hand side
-    kzz_inv = torch.cholesky_inverse(lzz)
+    # Triangular solves with L = chol(K̃_zz), K̃_zz = K_zz + jitter·I, as in the original code:
+    # a = L⁻¹K_zx is backward stable, its error grows like cond(L) = cond(K̃)^½. An explicit
+    # K̃⁻¹ (used before) loses digits like cond(K̃), which reaches 1e8-1e10 when a periodic
+    # layer's variance grows (its K_zz is nearly low-rank), and the ELBO gradients then drift.
     kzx = kernel(z, x)
-    alpha = kzz_inv @ kzx  # α(x) = K_zz⁻¹ K_zx, (..., M, N)
-    resid = (u_mean - mean_fn(z)).unsqueeze(-2)  # (..., 1, M)
-    mean = mean_fn(x) + (resid @ alpha).squeeze(-2)
-    # Covariance k_xx - αᵀ(K̃_zz - S)α with K̃_zz = L Lᵀ = K_zz + jitter·I, the matrix whose
-    # inverse is in α (eq. 8; S = 0 gives eq. 3). Using K_zz here instead of K̃_zz (as before)
-    # adds jitter·αᵀα, which is not the conditional of any Gaussian and grows when K_zz is
-    # near-singular. αᵀK̃α = ‖Lᵀα‖² = K_xz K̃⁻¹ K_zx, exactly as in the original code.
-    a = lzz.transpose(-1, -2) @ alpha  # Lᵀα = L⁻¹K_zx, (..., M, N)
-    b = None if u_scale_tril is None else u_scale_tril.transpose(-1, -2) @ alpha  # Sᵀᐟ²α
+    a = torch.linalg.solve_triangular(lzz, kzx, upper=False)  # L⁻¹K_zx, (..., M, N)
+    resid = (u_mean - mean_fn(z)).unsqueeze(-1)  # (..., M, 1)
+    mean = mean_fn(x) + (a * torch.linalg.solve_triangular(lzz, resid, upper=False)).sum(-2)
+    # Covariance k_xx - αᵀ(K̃_zz - S)α with α = K̃⁻¹K_zx (eq. 8; S = 0 gives eq. 3):
+    # αᵀK̃α = aᵀa and αᵀSα = ‖(L⁻¹S^½)ᵀa‖². Using K_zz instead of K̃_zz in the first term (as
+    # an early version did) adds jitter·αᵀα, which is not the conditional of any Gaussian.
+    b = None
+    if u_scale_tril is not None:
+        b = torch.linalg.solve_triangular(lzz, u_scale_tril, upper=False).transpose(-1, -2) @ a
     if full_cov:
         cov = kernel(x, x) - a.transpose(-1, -2) @ a
         return mean, cov if b is None else cov + b.transpose(-1, -2) @ b

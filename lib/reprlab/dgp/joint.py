@@ -136,17 +136,18 @@ class JointlyGaussianDGP(DeepGP):
             z = layer.z.unsqueeze(1)
             kzz = layer.kernel(z, z)
             lzz = stable_cholesky(kzz, self.jitter, where=f"{layer.name} K(z, z)")
-            alpha = torch.cholesky_inverse(lzz) @ layer.kernel(z, f)  # α_ℓ(f_{ℓ-1}), (T, S, M, N)
+            # α_ℓ(f_{ℓ-1}) = K̃⁻¹K_zf by triangular solves (see conditionals.conditional), (T, S, M, N)
+            a_l = torch.linalg.solve_triangular(lzz, layer.kernel(z, f), upper=False)  # L⁻¹K_zf
+            alpha = torch.linalg.solve_triangular(lzz.transpose(-1, -2), a_l, upper=True)
             mean = layer.mean_fn(f) + ((c - layer.mean_fn(z)).unsqueeze(-2) @ alpha).squeeze(-2)
-            # (K̃_zz - D) α, eqs. (16)-(17), with K̃_zz = LLᵀ = K_zz + jitter·I as inside α
-            inner_alpha = (lzz @ lzz.transpose(-1, -2) - d) @ alpha
+            # αᵀ(K̃_zz - D)α, eqs. (16)-(17), with K̃_zz = LLᵀ = K_zz + jitter·I as inside α
+            d_alpha = d @ alpha
             eps = randn(mean.shape, mean, generator)
             if i == last:  # only the marginals of f_L enter the likelihood
-                var = layer.kernel.diag(f) - (alpha * inner_alpha).sum(-2)
-                return mean + var.clamp_min(0.0).sqrt() * eps
-            cov = layer.kernel(f, f) - alpha.transpose(-1, -2) @ inner_alpha
+                var = layer.kernel.diag(f) - (a_l * a_l).sum(-2) + (alpha * d_alpha).sum(-2)
+                return mean + (var.clamp_min(0.0) + self.jitter).sqrt() * eps  # as DeepGP._draw
+            cov = layer.kernel(f, f) - a_l.transpose(-1, -2) @ a_l + alpha.transpose(-1, -2) @ d_alpha
             lf = stable_cholesky(cov, self.jitter, where=f"{layer.name} Σ̃ (analytic marginalisation)")
-            d_alpha = d @ alpha
             f_next = mean + (lf @ eps.unsqueeze(-1)).squeeze(-1)
             # q(u_ℓ | f_1..f_ℓ): a = c + D α Σ̃⁻¹ (f_ℓ - μ̃_ℓ),  B = D - D α Σ̃⁻¹ αᵀ D
             g = torch.linalg.solve_triangular(lf, d_alpha.transpose(-1, -2), upper=False)  # (T, S, N, M)

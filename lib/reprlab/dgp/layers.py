@@ -180,12 +180,21 @@ class DeepGP(nn.Module):
         return f
 
     def _draw(self, moments, generator, full_cov: bool, layer: GPLayer) -> torch.Tensor:
+        """One draw of a layer from its Gaussian conditional, with ``jitter`` white noise added.
+
+        Every draw is from ``N(μ, Σ + jitter·I)``: the full-covariance draw needs the jitter for its
+        Cholesky factor, and the marginal draw adds the same variance so that both give the same
+        marginals. This is also what the original code samples (``chol(Σ + 1e-6·I)`` in every
+        layer) and it matters: without it a layer's conditional variance can shrink to ~0 at the
+        data, the gradient stops penalising steep later layers (whose cost then only shows in rare
+        draws) and Adam at a constant 1e-3 drifts to large kernel variances and much lower ELBOs.
+        """
         mean, second = moments
         eps = randn(mean.shape, mean, generator)
         if full_cov:
             chol = stable_cholesky(second, self.jitter, where=f"{layer.name} predictive covariance")
             return mean + (chol @ eps.unsqueeze(-1)).squeeze(-1)
-        return mean + second.sqrt() * eps
+        return mean + (second + self.jitter).sqrt() * eps
 
     def expected_log_lik(self, f: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Monte-Carlo ``E_q[log p(y | f_L)]`` from samples ``f`` (T, S, N): Gaussian likelihood."""
