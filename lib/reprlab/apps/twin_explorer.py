@@ -7,12 +7,12 @@ holds no science: every number comes from the bundle, plots from :mod:`reprlab.v
   the bundle has the ground truth), test correlation or any in silico index, with a colour bar
   (continuous properties) or legend (categories) and hover (neuron id, cluster, animal, test
   correlation, the colouring property).
-* Click a point (a tap, a quick second click or a slow click alike): its cluster is selected (rings in the embedding) and the detail pane shows the
-  cluster MEI and cluster optimal Gabor / DoG (rendered from their parameters with
-  :mod:`reprlab.v1.stimuli`), the MEIs of its 16 best-predicted neurons, its tuning curves
-  (orientation, phase, size-contrast, plaid) as mean ± SD with the clicked neuron's curve on top,
-  histograms of every index against the population, the KS tests and its place in the
-  combinatorial code. A second click on a neuron of the selected cluster focuses that neuron
+* Click a point (a quick second click or a slow click alike): its cluster is selected (rings in
+  the embedding) and the detail pane shows the cluster MEI and cluster optimal Gabor / DoG
+  (rendered from their parameters with :mod:`reprlab.v1.stimuli`), the MEIs of its 16
+  best-predicted neurons, its tuning curves (orientation, phase, size-contrast, plaid) as
+  mean ± SD with the clicked neuron's curve on top, histograms of every index against the
+  population, the KS tests and its place in the combinatorial code. A second click on a neuron of the selected cluster focuses that neuron
   (its MEI, optimal Gabor and DoG). Box / lasso selection selects an arbitrary set.
 * A cluster list (jump menu and table) and a CSV export of the selected neurons (ids, indices).
 
@@ -21,8 +21,8 @@ computed once at load. A click replaces small ``ColumnDataSource.data``: the sel
 the marker (plain Bokeh renderers on the overlay layer of the embedding figure, so the browser
 does not repaint the N points; :class:`reprlab.viz.embedding.EmbeddingMarks`) and the detail
 figures (plain Bokeh figures from :mod:`reprlab.viz.embedding`, built once). No HoloViews plot is
-re-rendered on a click, the layout is never rebuilt and only the groups that changed are touched. The Tuning / Indices figures are built when their tab
-is first opened.
+re-rendered on a click, the layout is never rebuilt and only the groups that changed are touched.
+The Tuning / Indices figures are built when their tab is first opened.
 
 Under ``panel serve`` use ``widgets/twin_explorer.py``; in JupyterLab::
 
@@ -478,8 +478,8 @@ class TwinExplorer(pn.viewable.Viewer):
         elif event.new == 2 and not self.hist_figs:
             self._hist_grid.objects = self._build_hist_figs()
 
-    def _make_embedding(self, color_by: str) -> hv.DynamicMap:
-        """The embedding overlay for ``color_by`` with fresh Tap / Selection1D streams on it."""
+    def _make_embedding(self, color_by: str) -> hv.Points:
+        """The embedding for ``color_by`` with fresh Tap / PressUp / Selection1D streams on it."""
         # the rings / marker renderers are added to the figure by a plot hook
         self.base = self._embedding_element(color_by).opts(hooks=[self.marks.hook], backend="bokeh")
         # A click reaches BokehJS as one of three gestures: "tap"; "doubletap" when it comes within
