@@ -272,6 +272,31 @@ def test_one_browser_tap_is_one_click_and_a_quick_second_tap_is_not_lost(explore
     assert len(calls) == 1 and explorer.selected_cluster == 1 and explorer.clicked == b and explorer.focused is None
 
 
+def test_an_error_in_a_click_is_shown_and_later_clicks_still_arrive(explorer, twin, monkeypatch):
+    # an exception escaping the stream callback stops HoloViews' event loop for the figure:
+    # every later click of the session would be lost
+    import logging
+
+    monkeypatch.setattr(logging.getLogger("reprlab.apps.twin_explorer"), "disabled", True)
+    lab = twin.neurons["cluster"]
+    a, b = int(np.flatnonzero(lab == 2)[0]), int(np.flatnonzero(lab == 4)[0])
+    failures = [1, 1]
+
+    def flaky(x, y):
+        if failures:
+            failures.pop()
+            raise RuntimeError("broken row")
+        return TwinExplorer.click(explorer, x, y)
+
+    explorer.click = flaky
+    _browser_events(explorer, [("tap", a)])
+    assert "Could not show this selection" in explorer.header.object and "broken row" in explorer.header.object
+    explorer.click = flaky
+    calls = _browser_events(explorer, [("tap", a), ("tap", b)])
+    assert len(calls) == 2 and explorer.selected_cluster == 4 and explorer.clicked == b
+    assert "Cluster 4 ·" in explorer.header.object
+
+
 def test_tap_far_from_every_neuron_changes_nothing(explorer):
     _tap(explorer, 0)
     k = explorer.selected_cluster

@@ -636,13 +636,25 @@ class TwinExplorer(pn.viewable.Viewer):
     # HoloViews runs stream callbacks without the document lock; ``unlocked`` dispatches the plain
     # Bokeh model changes they make (a no-op outside a server session)
     def _on_tap(self, x: float | None = None, y: float | None = None) -> None:
-        with pn.io.unlocked():
-            self.click(x, y)
+        self._from_stream(self.click, x, y)
 
     def _on_select(self, index: list[int] | None = None) -> None:
         if index is not None and len(index):  # an empty selection (e.g. a tap with box select) is ignored
-            with pn.io.unlocked():
-                self.select_neurons(self._order[np.asarray(index, dtype=np.int64)])
+            self._from_stream(self.select_neurons, self._order[np.asarray(index, dtype=np.int64)])
+
+    def _from_stream(self, handler: Any, *args: Any) -> None:
+        """Run a selection handler for a HoloViews stream. An error is logged and shown in the
+        header, not raised: raised, it stops the stream's callback loop and every later click
+        of the session is lost."""
+        with pn.io.unlocked():
+            try:
+                handler(*args)
+            except Exception as err:  # noqa: BLE001 - any failure becomes a message in the page
+                import logging
+
+                logging.getLogger(__name__).exception("twin explorer: selection update failed")
+                self.header.object = (f"### Could not show this selection\n{type(err).__name__}: "
+                                      f"{str(err).replace('`', chr(39))}")
 
     def _on_color(self) -> None:
         self.embedding_pane.object = self._make_embedding(self.color_by.value)
