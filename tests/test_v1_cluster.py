@@ -354,7 +354,8 @@ def test_invariant_kmeans_refines_noisy_angles_and_lowers_its_objective():
     after = [circular_correlation(res.angles[d.groups == g], d.shifts[d.groups == g]) for g in range(4)]
     assert max(before) < 0.93 and min(after) > 0.97
     assert adjusted_rand(res.labels, d.groups) > 0.95
-    assert all(b <= a + 1e-9 for a, b in zip(res.history, res.history[1:]))  # monotone
+    steps = res.history[: res.n_iter + 1]  # k-means iterations (a last entry follows a centre-frame turn)
+    assert all(b <= a + 1e-9 for a, b in zip(steps, steps[1:]))  # monotone
     assert res.aligned.shape == d.R.shape and res.centers.shape == (4, 4, 8)
     # the aligned readouts are the readouts rotated by the refined angles (eq. 2, norm-preserving)
     from reprlab.v1.align import rotate_readouts
@@ -364,3 +365,21 @@ def test_invariant_kmeans_refines_noisy_angles_and_lowers_its_objective():
         invariant_kmeans(d.R, init[:5], 4)
     with pytest.raises(ValueError, match="n_clusters"):
         invariant_kmeans(d.R[:3], init[:3], 4)
+
+
+def test_invariant_kmeans_centre_frames_join_clusters_of_one_class():
+    """One class split into two clusters in different frames (initial angles off by 1.2 rad for half
+    of each class): within-cluster alignment keeps the two frames, eq. (3) on the centres joins them."""
+    from reprlab.v1.align import rough_readouts
+    from reprlab.v1.cluster import invariant_kmeans
+
+    d = rough_readouts(160, n_groups=2, n_features=4, n_orientations=8, noise=0.1, random_state=0)
+    init = np.mod(d.shifts + 1.2 * ((np.arange(160) // 2) % 2), 2 * math.pi)
+
+    def corr(res):
+        return [circular_correlation(res.angles[d.groups == g], d.shifts[d.groups == g]) for g in range(2)]
+
+    apart = invariant_kmeans(d.R, init, 4, n_grid=128, align_centres=False, random_state=0)
+    joined = invariant_kmeans(d.R, init, 4, n_grid=128, align_centres=True, random_state=0)
+    assert min(corr(apart)) < 0.9 and apart.centre_frames_changed == 0
+    assert min(corr(joined)) > 0.98 and joined.centre_frames_changed >= 1
