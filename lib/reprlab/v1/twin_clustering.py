@@ -143,14 +143,18 @@ def functional_truth(population: Any) -> dict[str, np.ndarray]:
       only defined up to sign: the folded phase ``|τ|`` in [0, π] (``τ`` wrapped to (-π, π]). Cells
       with different folded phases compute different functions (an ON-centre bar detector is not a
       rotated OFF-centre one). ``phase_class``: 'even_on' (|τ| < π/4), 'odd', 'even_off'
-      (|τ| > 3π/4), '' for other families. On natural images the true responses of simple cells
-      with the same phase class correlate 0.5-0.9 across the four modulation families, but only
-      -0.2-0.4 across phase classes (:func:`truth_confusion` on the default population).
+      (|τ| > 3π/4), '' for other families. The folded phase is a continuum; the classes cut it at
+      π/4 and 3π/4. On natural images (:func:`truth_confusion`, default population, mean over
+      neuron pairs) true simple cells of one phase class correlate 0.39-0.66 across the four
+      modulation families (0.44-0.74 within a family; 0.72-0.94 between group means), but
+      -0.14-0.36 across phase classes.
     * Surround suppression and cross-orientation inhibition. They change the function, but on
       natural images only weakly: true complex cells of the four modulation families correlate
-      0.6-0.7 with each other, about as much as within a family (0.7-0.85). Blocks of the cluster
-      confusion matrix join clusters whose predicted responses correlate above 0.5, so they
-      cannot separate these families by construction.
+      0.59-0.71 with each other, nearly as much as within a family (0.72-0.85; 0.69-0.90 between
+      family means). Blocks of the cluster confusion matrix join clusters whose predicted
+      responses correlate above 0.5, so they cannot separate these families by construction.
+      (DoG-OFF and even-OFF simple cells correlate 0.56, DoG-ON and even-ON 0.48: at the edge of
+      the threshold.)
 
     Returns per neuron:
 
