@@ -87,6 +87,12 @@ def test_cluster_verb_errors_and_bundle(tiny_twin, tmp_path, capsys):
     C = b.array("clusters/center").shape[0]
     assert b.array("clusters/confusion").shape == (C, C) and labels.max() == C - 1
     assert b.document("scores")["n_clusters"] == C
+    assert "refine" in report["seconds"]  # invariant k-means after the eq. (5) angles (the default)
+    assert main(["v1", "cluster", str(path), "--out", str(tmp_path / "paper"), "--scale", "smoke", "--method",
+                 "kmeans", "--no-controls", "--no-refine", "--quiet", "--json"]) == 0
+    assert "refine" not in json.loads(capsys.readouterr().out)["seconds"]
+    bp = read_bundle(tmp_path / "paper", kind="v1-clusters")
+    np.testing.assert_array_equal(bp.array("neurons/angle"), bp.array("neurons/angle_global"))
 
 
 def test_cluster_verb_adds_results_to_an_existing_twin_bundle(tiny_twin, tmp_path, capsys):

@@ -490,7 +490,7 @@ def write_cluster_bundle(result: dict[str, Any], out: str | os.PathLike, config:
 
 # ----------------------------------------------------------------------------- CLI
 def add_cluster_verb(verbs: Any) -> None:
-    """Register ``v1 cluster MODEL --out DIR [--data FOLDER] [--method gmm|kmeans]``."""
+    """Register ``v1 cluster MODEL --out DIR [--data FOLDER] [--method gmm|kmeans] [--no-refine]``."""
     from reprlab.cli import add_json_flag
 
     p = verbs.add_parser("cluster", help="ch6: align, cluster and embed a fitted twin's readouts; confusion "
@@ -504,6 +504,8 @@ def add_cluster_verb(verbs: Any) -> None:
     p.add_argument("--scale", default=None, help="smoke | default | paper (default: $REPRLAB_SCALE or 'default')")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-controls", action="store_true", help="skip the appendix-A controls")
+    p.add_argument("--no-refine", action="store_true", help="the paper's pipeline exactly: no invariant k-means "
+                                                           "refinement of the eq. (5) angles")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_json_flag(p)
     p.set_defaults(handler=_cluster)
@@ -528,7 +530,8 @@ def _cluster(args: argparse.Namespace) -> dict:
         else:
             datasets = [read_sensorium(p) for p in sorted(data.iterdir()) if p.is_dir() and not p.name.startswith(".")]
     res = cluster_twin(model, datasets, scale=args.scale, seed=args.seed, method=args.method,
-                       progress=not args.quiet, controls=not args.no_controls)
+                       progress=not args.quiet, controls=not args.no_controls,
+                       **({"refine_iter": 0} if args.no_refine else {}))
     out = write_cluster_bundle(res, args.out, config={"model": str(path), "data": args.data})
     scores = dict(res["scores"])
     rec = res.get("angle_recovery")
