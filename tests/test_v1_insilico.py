@@ -168,3 +168,27 @@ def test_core_pool_fast_path_and_diag():
     loop = ins.optimal_gabors(m, grid, fast=False, straightforward=True)
     np.testing.assert_allclose(fast.response, loop.response, rtol=1e-5)
     np.testing.assert_allclose(fast.params, loop.params, atol=1e-4)
+
+
+def test_natural_surround_probe_separates_suppressed_neurons():
+    """Grey beyond the RF raises suppressed truth neurons' mean rate; not the others'."""
+    from reprlab.v1 import stimuli as stim
+    from reprlab.v1.population import sample_population
+
+    shape = (36, 64)
+    cal = stim.natural_images(48, shape, seed=2)
+    pop = sample_population(40, shape, seed=3, family_weights={"complex": 1.0, "complex_ss": 1.0},
+                            calibration_images=cal)
+    model = ins.PopulationModel(pop)
+    imgs = stim.natural_images(24, shape, seed=4)
+    radii = np.stack([pop.size.numpy(), np.full(len(pop), 200.0)], 1)  # RF radius; beyond the image
+    ratio = ins.natural_surround_probe(model, imgs, radii)
+    assert ratio.shape == (40, 2)
+    np.testing.assert_allclose(ratio[:, 1], 1.0, atol=1e-6)  # nothing masked
+    ss = pop.surround_suppressed.numpy()
+    assert np.median(ratio[ss, 0]) > 1.1 > 1.02 > np.median(ratio[~ss, 0])
+    assert ins.natural_surround_probe(model, imgs, 5.0, neurons=[0, 1]).shape == (2, 1)
+    with pytest.raises(ValueError, match="radii"):
+        ins.natural_surround_probe(model, imgs, -1.0)
+    with pytest.raises(ValueError, match="images"):
+        ins.natural_surround_probe(model, imgs[0], 5.0)

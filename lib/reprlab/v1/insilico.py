@@ -72,6 +72,7 @@ __all__ = [
     "fk_f0",
     "gabor_candidates",
     "gabor_grid",
+    "natural_surround_probe",
     "nonlinearity_index",
     "optimal_dogs",
     "optimal_gabors",
@@ -1449,6 +1450,43 @@ def energy_comparison(model: ResponseModel, gabors: Any, dogs: Any, meis: Any, n
     return {"energy": out, "energy_axis_0": np.arange(3), "energy_axis_1": np.asarray(cfg.energies),
             "gabor_vs_dog": (gv / np.maximum(dv, eps)).mean(1), "gabor_vs_mei": (gv / np.maximum(mv, eps)).mean(1),
             "dog_vs_mei": (dv / np.maximum(mv, eps)).mean(1)}
+
+
+def natural_surround_probe(model: ResponseModel, images: Any, radii: Any, neurons: Any = None,
+                           centers: Any = None) -> np.ndarray:
+    """Surround suppression measured on natural images (an in-distribution counterpart of eq. 12).
+
+    For each neuron and radius ``r``: the mean response over ``images (B, H, W)`` with every
+    pixel farther than ``r`` from the neuron's RF centre set to grey (0), divided by the mean
+    response to the intact images. A ratio above 1 means the removed surround suppressed the
+    neuron. ``radii`` is a scalar, ``(R,)`` shared radii or ``(N, R)`` per-neuron radii (pixels);
+    ``centers (N, 2)`` default to the model's RF centres. Returns ``(N, R)``. Used to check
+    whether a twin learned the surround of the truth on the kind of stimuli it was trained on.
+    """
+    idx = _neurons_arg(model, neurons)
+    x = torch.as_tensor(np.asarray(images, dtype=np.float32))
+    H, W = model.image_shape
+    if x.dim() != 3 or tuple(x.shape[1:]) != (H, W) or len(x) == 0:
+        raise ValueError(f"images must be (B, {H}, {W}) with B >= 1, got {tuple(x.shape)}")
+    c = _centers_arg(model, idx, centers)
+    r = torch.as_tensor(np.asarray(radii, dtype=np.float32))
+    if r.dim() == 0:
+        r = r.reshape(1, 1).expand(len(idx), 1)
+    elif r.dim() == 1:
+        r = r[None].expand(len(idx), -1)
+    if r.dim() != 2 or r.shape[0] != len(idx) or r.shape[1] < 1 or not torch.isfinite(r).all() or (r <= 0).any():
+        raise ValueError(f"radii must be positive: a scalar, (R,) or ({len(idx)}, R), got shape {tuple(r.shape)}")
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    B = len(x)
+    out = np.zeros((len(idx), r.shape[1]), np.float64)
+    for i, n in enumerate(idx.tolist()):
+        d2 = (xx - c[i, 0]) ** 2 + (yy - c[i, 1]) ** 2
+        masks = (d2[None] <= r[i, :, None, None] ** 2).float()  # (R, H, W)
+        stims = torch.cat([x, (x[None] * masks[:, None]).reshape(-1, H, W)])
+        resp = model.diag(stims, torch.full((len(stims),), n, dtype=torch.long)).double()
+        full = resp[:B].mean()
+        out[i] = (resp[B:].reshape(-1, B).mean(1) / full.clamp_min(1e-12)).numpy()
+    return out
 
 
 def run_experiments(model: ResponseModel, gabors: Any, neurons: Any = None, dogs: Any = None, meis: Any = None,
