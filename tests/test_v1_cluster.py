@@ -383,3 +383,22 @@ def test_invariant_kmeans_centre_frames_join_clusters_of_one_class():
     joined = invariant_kmeans(d.R, init, 4, n_grid=128, align_centres=True, random_state=0)
     assert min(corr(apart)) < 0.9 and apart.centre_frames_changed == 0
     assert min(corr(joined)) > 0.98 and joined.centre_frames_changed >= 1
+
+
+def test_pipeline_keeps_the_restart_with_the_lowest_eq3_and_scores_the_principled_truth():
+    from reprlab.v1.align import rough_readouts
+    from reprlab.v1.cluster import rotation_invariant_clustering
+
+    d = rough_readouts(48, n_groups=3, n_features=4, n_orientations=8, noise=0.2, random_state=2)
+    fam = np.array([f"fam{g}" for g in d.groups])
+    truth = {"types": fam, "fine": fam, "angle": d.shifts, "angle_period": np.full(48, 2 * math.pi),
+             "angle_group": fam}
+    res = rotation_invariant_clustering(d.R, families=fam, truth=truth, method="kmeans", n_clusters=3,
+                                        controls=False, scale="smoke", progress=False, align_restarts=2)
+    sc = res["scores"]
+    assert len(sc["alignment_loss_restarts"]) == 2 and sc["alignment_loss"] == min(sc["alignment_loss_restarts"])
+    assert sc["angle_corr_symmetry"] > 0.9 and sc["angle_corr_symmetry_global"] > 0.5
+    assert sc["ari_clusters_types"] > 0.9 and "ari_blocks_types" not in sc  # no predict: no blocks
+    np.testing.assert_allclose(res["aligned_global"].shape, d.R.shape)
+    with pytest.raises(ValueError, match="truth"):
+        rotation_invariant_clustering(d.R, truth={"types": fam[:5]}, controls=False, scale="smoke", progress=False)
