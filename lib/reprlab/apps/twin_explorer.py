@@ -12,8 +12,9 @@ holds no science: every number comes from the bundle, plots from :mod:`reprlab.v
   (rendered from their parameters with :mod:`reprlab.v1.stimuli`), the MEIs of its 16
   best-predicted neurons, its tuning curves (orientation, phase, size-contrast, plaid) as
   mean ± SD with the clicked neuron's curve on top, histograms of every index against the
-  population, the KS tests and its place in the combinatorial code. A second click on a neuron of the selected cluster focuses that neuron
-  (its MEI, optimal Gabor and DoG). Box / lasso selection selects an arbitrary set.
+  population, the KS tests and its place in the combinatorial code. A second click on a neuron
+  of the selected cluster focuses that neuron (its MEI, optimal Gabor and DoG), so a double
+  click selects the cluster and focuses the neuron. Box / lasso selection selects any set.
 * A cluster list (jump menu and table) and a CSV export of the selected neurons (ids, indices).
 
 Speed: everything per cluster (mean ± SD curves, histograms, MEI tiles, stimulus images) is
