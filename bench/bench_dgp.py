@@ -7,6 +7,7 @@ which is less sensitive than wall time to other processes on a shared machine).
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -26,13 +27,15 @@ def per_step(scheme: str, replicas: int, steps: int = 60) -> dict:
 
 
 def main() -> dict:
-    out: dict = {"torch": torch.__version__, "setup": "N=50, M=10, S=10, 2 layers (SE, periodic), float64, 1 thread"}
+    out: dict = {"torch": torch.__version__, "setup": "N=50, M=10, S=10, 2 layers (SE, periodic), float64, 1 thread",
+                 "load_before": os.getloadavg()[0]}
     with single_thread():
         for scheme in ("dsvi", "joint", "joint-chain", "ipail"):
             one = per_step(scheme, 1)
             ten = per_step(scheme, 10)
             out[scheme] = {"1_replica": one, "10_replicas": ten,
                            "trials_per_cpu_second_gain": 10 * one["cpu_ms"] / ten["cpu_ms"]}
+    out["load_after"] = os.getloadavg()[0]
     path = Path(__file__).resolve().parent / "results" / "dgp.json"
     atomic_write_json(path, out)
     print(json.dumps(out, indent=2))

@@ -104,10 +104,11 @@ def register(verbs) -> None:
     _add_common(p)
     p.add_argument("--trials", type=int, default=None, help="trials per scheme (paper: 10)")
     p.add_argument("--steps", default=None, help="Adam steps per learning-rate stage, e.g. 6000,3000,1000")
-    p.add_argument("--lrs", default=None, help="Adam learning rate per stage (default: the paper text's 1e-3,1e-4,1e-5; "
-                   "the original code's loop in effect kept 1e-3 throughout: 1e-3,1e-3,1e-3)")
+    p.add_argument("--lrs", default=None, help="Adam learning rate per stage (default: the preset's; at the default "
+                   "scale the original code's constant 1e-3,1e-3,1e-3; the paper text's schedule: 1e-3,1e-4,1e-5)")
     p.add_argument("--clip", type=float, default=None, help="per-replica gradient-norm clipping at this factor "
-                   "times the running typical norm (default 10; 0 = off)")
+                   "times the running typical norm (default: the preset's, off at the default scale as in the "
+                   "original code; 0 = off)")
     p.add_argument("--workers", type=int, default=None, help="processes (one scheme each)")
     p.add_argument("--schemes", default="dsvi,joint,ipail", help="comma-separated: dsvi, joint, joint-chain, ipail")
     p.add_argument("--progress", action="store_true", help="show progress bars (single worker)")

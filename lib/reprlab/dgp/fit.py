@@ -1,6 +1,6 @@
 """Building and fitting DGPs: a scheme factory, an Adam loop with one learning rate per stage
-(the paper's text: 1e-3 divided by 10 twice; the original code in effect kept 1e-3, see
-``experiments.TABLE1_PRESETS``), optional per-replica gradient clipping, and a scikit-learn
+(the paper's text: 1e-3 divided by 10 twice; the original code in effect kept 1e-3, which
+Table 1 uses, see ``experiments.TABLE1_PRESETS``), optional per-replica gradient clipping, and a scikit-learn
 style estimator.
 """
 
