@@ -174,3 +174,25 @@ def test_truth_confusion_separates_opposite_polarities():
         assert M[on, off] < 0 < M[on, on] and M[off, off] > 0.5
     with pytest.raises(ValueError, match="groups"):
         truth_confusion(pop, pop.family[:3], natural_images(10, (36, 64), seed=6))
+
+
+def test_truth_block_ceiling_merges_only_functionally_alike_families():
+    """Planted: complex and complex_coi cells respond alike on natural images (one block, so the
+    ARI against the families cannot exceed 0), DoG-ON and DoG-OFF are opposite (separate blocks,
+    ARI 1)."""
+    from reprlab.v1.population import sample_population
+    from reprlab.v1.twin_clustering import truth_block_ceiling
+
+    images = natural_images(120, (36, 64), seed=6)
+    alike = sample_population(20, (36, 64), seed=4, family_weights={"complex": 1.0, "complex_coi": 1.0},
+                              n_calibration=64)
+    c = truth_block_ceiling(alike, images, n_per_group=5, n_rotations=8)
+    assert c["groups"] == ["complex", "complex_coi"]
+    for key in ("prototype", "pairwise"):
+        assert c[key]["blocks"] == [["complex", "complex_coi"]] and c[key]["ari_families"] == pytest.approx(0.0)
+    opposite = sample_population(20, (36, 64), seed=4, family_weights={"dog_on": 1.0, "dog_off": 1.0},
+                                 n_calibration=64)
+    c = truth_block_ceiling(opposite, images, n_per_group=5, n_rotations=8)
+    for key in ("prototype", "pairwise"):
+        assert sorted(map(sorted, c[key]["blocks"])) == [["dog_off"], ["dog_on"]]
+        assert c[key]["ari_families"] == pytest.approx(1.0) and c[key]["ari_types"] == pytest.approx(1.0)

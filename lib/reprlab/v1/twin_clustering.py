@@ -11,6 +11,8 @@ analysis of :mod:`reprlab.v1.cluster`:
   the model's neuron order, and the principled truth of :func:`functional_truth` (response types,
   phase classes of simple cells, angles on each class's own symmetry);
 * :func:`truth_confusion` - the ground-truth analogue of the cluster confusion matrix;
+* :func:`truth_block_ceiling` - the ARI the block procedure reaches on the truth itself (the
+  ceiling of the block-vs-family score for any twin);
 * :func:`cluster_twin` - all of it plus :func:`reprlab.v1.cluster.rotation_invariant_clustering`;
 * :func:`write_cluster_bundle` - the results added under ``ch6/`` to the twin's artifact bundle, or
   as a ``v1-clusters`` bundle (:mod:`reprlab.io`);
@@ -28,8 +30,8 @@ from typing import Any
 import numpy as np
 
 __all__ = ["PHASE_CLASSES", "add_cluster_verb", "centre_features", "cluster_arrays", "centre_predictor", "cluster_twin",
-           "functional_truth", "image_rotation_sign", "load_or_fit_twin", "mei_confusion_twin", "truth_confusion",
-           "twin_readouts", "twin_truth", "write_cluster_bundle"]
+           "functional_truth", "image_rotation_sign", "load_or_fit_twin", "mei_confusion_twin", "truth_block_ceiling",
+           "truth_confusion", "twin_readouts", "twin_truth", "write_cluster_bundle"]
 
 BUNDLE_KIND = "v1-clusters"
 
@@ -292,6 +294,44 @@ def truth_confusion(
             "n_per_group": np.bincount(gi, minlength=G)}
 
 
+def truth_block_ceiling(
+    population: Any,
+    images: Any,
+    groups: Any = None,
+    threshold: float = 0.5,
+    n_per_group: int = 20,
+    n_rotations: int = 32,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The block procedure of paper Fig. 7 (left) applied to the *true* neurons: the best ARI
+    against the families that confusion-matrix blocks can reach on this population.
+
+    Each group (default: the family) is one perfect cluster; :func:`truth_confusion` gives the
+    correlation of the groups on ``images``, :func:`reprlab.v1.cluster.greedy_blocks` joins groups
+    above ``threshold``, and every neuron takes its group's block. A twin whose clusters were exactly
+    the families, aligned perfectly, would get these blocks; so the ARI of its blocks against the
+    families cannot be expected above this ceiling. Both matrices of :func:`truth_confusion` are
+    used: ``prototype`` (correlation of the group means, as the twin's matrix correlates cluster
+    means) and ``pairwise`` (mean over neuron pairs). Returns, per matrix, the blocks (lists of
+    group names) and ``ari_families`` / ``ari_types`` of the block labels against the families and
+    the response types of :func:`functional_truth`.
+    """
+    from reprlab.v1.cluster import adjusted_rand, greedy_blocks
+
+    fam = np.asarray(population.family).astype(str)
+    g = fam if groups is None else np.asarray(groups).astype(str).ravel()
+    conf = truth_confusion(population, g, images, n_per_group=n_per_group, n_rotations=n_rotations, seed=seed)
+    types = functional_truth(population)["types"]
+    out: dict[str, Any] = {"groups": [str(x) for x in conf["groups"]], "threshold": float(threshold)}
+    for key in ("prototype", "pairwise"):
+        arrangement = greedy_blocks(conf[key], threshold=threshold)
+        block_of = {str(conf["groups"][j]): b for b, members in enumerate(arrangement.blocks) for j in members}
+        labels = np.array([block_of[x] for x in g])
+        out[key] = {"blocks": [[str(conf["groups"][j]) for j in members] for members in arrangement.blocks],
+                    "ari_families": adjusted_rand(labels, fam), "ari_types": adjusted_rand(labels, types)}
+    return out
+
+
 def training_images(datasets: Sequence[Any], n: int) -> np.ndarray:
     """Up to ``n`` distinct training images of the first dataset (the confusion-matrix image set)."""
     ds = datasets[0]
@@ -332,6 +372,14 @@ def cluster_twin(
         progress=progress, **overrides,
     )
     res.update(readouts=R, animal=animal, truth=truth, n_images=int(np.shape(images)[0]))
+    if truth and res.get("block_labels") is not None:
+        from reprlab.v1.population import Population
+
+        ceiling = truth_block_ceiling(Population.concat([d.truth for d in datasets]), images, seed=seed,
+                                      threshold=float(res["config"].get("block_threshold", 0.5)))
+        res["truth_block_ceiling"] = ceiling
+        res["scores"]["ari_blocks_families_ceiling"] = ceiling["prototype"]["ari_families"]
+        res["scores"]["ari_blocks_families_ceiling_pairwise"] = ceiling["pairwise"]["ari_families"]
     return res
 
 
@@ -439,6 +487,8 @@ def cluster_arrays(result: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[
         arrays[f"controls/{name}/label"] = np.asarray(c["labels"], np.int64)
         arrays[f"controls/{name}/embedding"] = np.asarray(c["embedding"], np.float32)
     documents = {"scores": to_jsonable(result["scores"]), "sweep": to_jsonable(result["aligner"].sweep_)}
+    if "truth_block_ceiling" in result:
+        documents["truth_block_ceiling"] = to_jsonable(result["truth_block_ceiling"])
     return arrays, documents
 
 
