@@ -192,3 +192,21 @@ def test_natural_surround_probe_separates_suppressed_neurons():
         ins.natural_surround_probe(model, imgs, -1.0)
     with pytest.raises(ValueError, match="images"):
         ins.natural_surround_probe(model, imgs[0], 5.0)
+
+
+def test_aperture_model_sees_only_its_square():
+    """A planted linear population (each neuron sums all pixels): through an aperture of
+    half-width w it sums exactly the (2w+1)^2 pixels around its centre (clipped at the border)."""
+    centers = np.array([[10.0, 10.0], [1.0, 2.0]])
+    base = ins.FunctionModel(lambda x: x.flatten(1).sum(1, keepdim=True).repeat(1, 2), 2, SHAPE, centers=centers)
+    ap = ins.ApertureModel(base, 3.0)
+    ones = torch.ones(2, *SHAPE)
+    np.testing.assert_allclose(ap.diag(ones, torch.tensor([0, 1])).numpy(), [49.0, 5 * 6])  # x 0..4, y 0..5
+    # a Gabor render goes through the same aperture: a Gabor far from neuron 0 is invisible to it
+    far = torch.tensor([[35.0, 28.0, 2.0, 0.1, 1.0, 0.0, 0.0]])
+    assert abs(float(ap.diag_gabors(far, torch.tensor([0])))) < 1e-4
+    assert abs(float(base.diag_gabors(far, torch.tensor([0])))) > 0.1
+    with pytest.raises(ValueError, match="half_width"):
+        ins.ApertureModel(base, 0.0)
+    with pytest.raises(NotImplementedError):
+        ap.responses(ones)

@@ -112,6 +112,27 @@ def test_surround_suppressed_cells_size_tuning_peaks_and_falls(pop):
     assert float(si[~ss].median()) < 0.05 and float(si[~ss].max()) < 0.4
 
 
+def test_surround_cannot_be_escaped_by_spatial_frequency(pop):
+    """Eq. (12) on the best Gabor over a size x spatial-frequency grid (an optimal-Gabor search
+    at the RF): no large Gabor of any frequency the RF passes drives a suppressed neuron close
+    to its optimum. (A log-Gabor surround pool narrower than the RF's passband failed this:
+    large Gabors ~1.5 octaves below the RF frequency escaped the surround, index down to 0.06.)"""
+    sub = pop.subset(pop.gabor_like)
+    n = len(sub)
+    sf_f = torch.tensor([0.3, 0.4, 0.55, 0.75, 1.0, 1.3])
+    size_f = torch.tensor([0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0])
+    prm = {k: v[:, None, None] for k, v in sub.rf_gabor().items()}
+    prm["spatial_frequency"] = prm["spatial_frequency"] * sf_f[None, :, None]
+    prm["size"] = prm["size"] * size_f[None, None, :]
+    st = S.gabor(**prm, contrast=1.0)  # (n, F, Z, H, W)
+    r = own_rates(sub, st.reshape(n, -1, *st.shape[-2:])).reshape(n, len(sf_f), len(size_f))
+    best = r.amax((1, 2))
+    escape = (best - r[:, :, -1].amax(1)) / best
+    ss = sub.surround_suppressed
+    assert float(escape[ss].min()) > 0.3
+    assert float(escape[~ss].max()) < 0.1
+
+
 def test_coi_cells_are_suppressed_by_an_orthogonal_plaid(pop):
     """Plaid index of eq. (14) with the RF Gabor at contrast 0.5 plus an orthogonal one."""
     sub = pop.subset(pop.gabor_like)

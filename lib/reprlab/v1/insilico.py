@@ -49,6 +49,7 @@ from reprlab.scales import pick
 from reprlab.v1 import stimuli as stim
 
 __all__ = [
+    "ApertureModel",
     "DOG_PARAMS",
     "GABOR_PARAMS",
     "INDEX_NAMES",
@@ -259,6 +260,57 @@ class PopulationModel(ResponseModel):
                 s = sel[c0:c0 + 1024]
                 out[s] = self._sub(n).rate(render(params[s], self.image_shape)).float().cpu()[:, 0]
         return out
+
+
+class ApertureModel(ResponseModel):
+    """A response model that sees only a square aperture around each neuron's RF centre.
+
+    ``diag`` greys (sets to 0) every pixel farther than ``half_width`` pixels (in x or y) from
+    neuron ``n``'s centre before asking ``model``. With ``half_width`` = a twin core's
+    receptive-field radius (:attr:`EquivariantModel.half_width`) and the ground truth as
+    ``model``, this is the best any twin of that architecture can do: in silico indices
+    measured on it bound what a perfectly fitted twin could recover (chapter 7 diagnostics).
+    ``responses`` (all neurons on one image) is not defined for per-neuron apertures.
+    """
+
+    def __init__(self, model: ResponseModel, half_width: float, centers: Any = None):
+        if not half_width > 0:
+            raise ValueError(f"half_width must be > 0 pixels, got {half_width}")
+        self.model = model
+        self.half_width = float(half_width)
+        self.n_neurons = model.n_neurons
+        self.image_shape = tuple(model.image_shape)
+        c = model.centers if centers is None else torch.as_tensor(np.asarray(centers), dtype=torch.float32)
+        if c is None or tuple(c.shape) != (self.n_neurons, 2):
+            raise ValueError(f"need RF centres ({self.n_neurons}, 2): pass centers= or use a model with centres")
+        self.centers = c.float().cpu()
+        self.batch_size = model.batch_size
+
+    def responses(self, stimuli: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError("ApertureModel has one aperture per neuron: use diag / diag_* methods")
+
+    def masks(self, neurons: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W)`` 0/1 apertures of ``neurons``."""
+        H, W = self.image_shape
+        c = self.centers[neurons]
+        yy = torch.arange(H, dtype=torch.float32)[None, :, None]
+        xx = torch.arange(W, dtype=torch.float32)[None, None, :]
+        inside = ((xx - c[:, 0, None, None]).abs() <= self.half_width) & \
+                 ((yy - c[:, 1, None, None]).abs() <= self.half_width)
+        return inside.float()
+
+    def diag(self, stimuli: torch.Tensor, neurons: torch.Tensor) -> torch.Tensor:
+        x, idx = self._check_diag(stimuli, neurons)
+        return self.model.diag(x * self.masks(idx), idx)
+
+    def _diag_render(self, render: Callable, params: torch.Tensor, neurons: torch.Tensor) -> torch.Tensor:
+        params = torch.as_tensor(params, dtype=torch.float32)
+        neurons = torch.as_tensor(neurons, dtype=torch.long).reshape(-1)
+        out = []
+        for s in range(0, len(params), 1024):
+            imgs = render(params[s:s + 1024], self.image_shape)
+            out.append(self.diag(imgs, neurons[s:s + 1024]))
+        return torch.cat(out) if out else params.new_zeros(0)
 
 
 def _valid_core_forward(core: torch.nn.Module, x: torch.Tensor,

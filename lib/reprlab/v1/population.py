@@ -27,8 +27,9 @@ Model of neuron ``n`` for a stimulus ``x`` (stimulus space of :mod:`reprlab.v1.s
   ``D_inv`` is the phase-invariant counterpart of ``D`` (its value at the optimal phase), so
   the response saturates at ``r_max`` for strong optimal stimuli while phase tuning survives.
 
-  ``S`` is local contrast energy at the neuron's spatial-frequency band (analytic log-Gabor
-  quadrature filters at 4 orientations), pooled over orientations with weights peaked at the
+  ``S`` is local contrast energy at the neuron's spatial-frequency band (quadrature pairs of
+  Gabor filters at 4 orientations whose frequency passband covers the neuron's own, so no
+  stimulus that drives the RF escapes the surround by its spatial frequency), pooled over orientations with weights peaked at the
   preferred orientation (iso-orientation suppression) and over space with an annulus around
   the RF; ``C = y_3² + y_4²`` is the orthogonal energy at the RF. ``Ŝ, Ĉ`` are their means over a natural-image calibration set, so
   the strengths ``s_ss, s_coi`` are scale free; ``s_ss = 0`` / ``s_coi = 0`` for families without
@@ -80,8 +81,13 @@ DEFAULT_FAMILY_WEIGHTS: dict[str, float] = {
 }
 """Default family proportions (non-uniform on purpose)."""
 
-#: Spatial-frequency bands (cycles/pixel) of the surround contrast-energy maps.
-ENERGY_BANDS: tuple[float, ...] = (0.05, 0.075, 0.11, 0.16, 0.23)
+#: Spatial-frequency bands (cycles/pixel) of the surround contrast-energy maps (ratio ~1.26,
+#: so every neuron's preferred frequency is within ~12% of its band).
+ENERGY_BANDS: tuple[float, ...] = (0.04, 0.05, 0.063, 0.08, 0.1, 0.126, 0.16, 0.2, 0.25)
+#: Frequency std of the surround energy filters in units of the band frequency: that of a Gabor
+#: RF with ``ν·σ = 0.55`` cycles (envelope std ``σ/2``), the broadest RF of the population, so
+#: the surround pool covers every neuron's own spatial-frequency passband (see ``_oriented_bank``).
+SURROUND_BANDWIDTH = 1.0 / (math.pi * 0.55)
 #: Orientations of the surround energy maps (θ_o = π o / N_o, stimuli convention).
 N_ENERGY_ORIENTATIONS = 4
 _FILTER_CACHE_LIMIT = 4096  # neurons whose filters are cached; beyond, built per chunk
@@ -491,10 +497,11 @@ def _gamma(k: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def _energy_maps(x: torch.Tensor, bands: Sequence[int]) -> dict[int, torch.Tensor]:
     """Oriented local contrast energy ``(B, N_o, H*W)`` per spatial-frequency band index.
 
-    Each (band, orientation) filter is a one-sided log-Gabor in the frequency domain (radial
-    ~1.2 octaves around ``ENERGY_BANDS[b]``, angular std ``0.6 π / N_o`` around the modulation
-    direction of orientation θ_o), i.e. an analytic quadrature pair in space: ``|x * h|²`` is
-    the phase-invariant local energy. Applied by FFT with zero (grey) padding.
+    Each (band, orientation) filter is an analytic (one-sided) Gabor: in the frequency domain a
+    2-D Gaussian of std ``SURROUND_BANDWIDTH · f_b`` around ``f_b`` along the modulation direction
+    of orientation θ_o, restricted to that half-plane, so ``|x * h|²`` is the phase-invariant
+    energy of a quadrature pair of Gabors like the neurons' own RFs. Applied by FFT with zero
+    (grey) padding.
     """
     B, H, W = x.shape
     PH, PW = H + _ENERGY_PAD, W + _ENERGY_PAD
@@ -511,22 +518,31 @@ _BANK_CACHE: dict = {}
 
 
 def _oriented_bank(bi: int, PH: int, PW: int, device: torch.device) -> torch.Tensor:
+    """Frequency responses ``(N_o, PH, PW)`` of the surround energy filters of band ``bi``.
+
+    Why Gabor-shaped (Gaussian in linear frequency) rather than log-Gabor: the suppressive pool
+    must cover the frequencies that drive the neuron. A Gabor RF with ``ν·σ`` ≈ 0.55-1.25 cycles
+    passes frequencies well below ``ν`` (half amplitude at ~0.5 ν); a log-Gabor pool (~0.7
+    octave std) does not, and a large Gabor ~1.5 octaves below ``ν`` then drove a "suppressed"
+    neuron more than its own RF Gabor while escaping the surround: its optimal Gabor was a
+    large low-frequency one and its measured size tuning showed no suppression (chapter 7).
+    A pool of the neuron's own kind of filters is the classical normalisation pool (Heeger
+    1992; Cavanaugh et al. 2002: the surround is tuned like, and at least as broadly as, the
+    centre)."""
     key = (bi, PH, PW, str(device))
     if key not in _BANK_CACHE:
         fy = torch.fft.fftfreq(PH, device=device)[:, None].expand(PH, PW)
         fx = torch.fft.fftfreq(PW, device=device)[None, :].expand(PH, PW)
-        f = torch.sqrt(fx**2 + fy**2)
-        radial = torch.exp(-torch.log(f.clamp_min(1e-6) / ENERGY_BANDS[bi]) ** 2 / (2 * 0.5**2))
-        radial[0, 0] = 0.0
-        ang = torch.atan2(fy, fx)
-        sd = 0.6 * math.pi / N_ENERGY_ORIENTATIONS
+        fb = ENERGY_BANDS[bi]
+        sd = SURROUND_BANDWIDTH * fb
         bank = []
         for o in range(N_ENERGY_ORIENTATIONS):
             th = math.pi * o / N_ENERGY_ORIENTATIONS
             # modulation direction of stripes at orientation th: n = (-sin th, cos th) in (x, y)
-            mu = math.atan2(math.cos(th), -math.sin(th))
-            d = torch.remainder(ang - mu + math.pi, 2 * math.pi) - math.pi
-            bank.append(radial * torch.exp(-d**2 / (2 * sd**2)))
+            nx, ny = -math.sin(th), math.cos(th)
+            along = fx * nx + fy * ny
+            d2 = (fx - fb * nx) ** 2 + (fy - fb * ny) ** 2
+            bank.append(torch.exp(-d2 / (2 * sd**2)) * (along > 0))
         _BANK_CACHE[key] = torch.stack(bank).to(torch.complex64)
     return _BANK_CACHE[key]
 

@@ -1,0 +1,287 @@
+"""Diagnostics: what limits the recovery of the in silico indices (chapter 7, Spearman vs truth).
+
+Separates the measurement pipeline from the twin, on the neurons of the bundle's verification
+set (same selection rule as :func:`reprlab.v1.twin._verification`):
+
+* ``truth_pipeline``: the ground truth run through exactly the twin's pipeline as if it were the
+  twin (``optimal_gabors`` grid search + refinement from the RF centre, then the in silico
+  experiments) - :class:`reprlab.v1.insilico.PopulationModel` is a response model like the twin;
+* ``truth_reference``: the "true" indices of the bundle (:func:`reprlab.v1.twin._truth_indices`:
+  an experimenter's local search around the mapped RF, then the same experiments);
+* ``planted``: the population's parameters (surround strength, COI strength, 1 - phase
+  sensitivity) - what the indices are meant to rank.
+
+With ``--model`` (a twin fitted to ``--data``, ``python -m reprlab v1 fit``) also:
+
+* ``twin_pipeline``: the twin through the same pipeline; Spearman vs both truths;
+* ``same_stimuli``: twin and truth on *identical* stimuli (the truth's optimal Gabors at the
+  experiment's sizes): suppression index from identical size series, size-curve correlation per
+  family - isolates the twin's surround from differences in the optimal Gabor;
+* ``natural_probe``: :func:`reprlab.v1.insilico.natural_surround_probe` on held-out natural images
+  for twin and truth, per family (is the surround learned on the training distribution?);
+* ``reach``: fraction of each suppressed neuron's surround pool beyond the core's receptive
+  field radius (what the architecture can see at all).
+
+Usage::
+
+    python -m reprlab v1 simulate --scale default --out D
+    python -m reprlab v1 fit D --out M --threads 1        # optional (the twin part)
+    python bench/bench_v1_index_recovery.py --data D [--model M] [--n-verify 200] [--out JSON]
+
+Prints JSON (and writes ``--out``, default ``bench/results/v1_index_recovery.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+INDEX_KEYS = ("phase", "suppression", "plaid", "contrast", "orientation")
+
+
+def _spearman(a: dict, b: dict, mask: np.ndarray | None = None) -> dict:
+    from reprlab.v1 import analysis as an
+
+    keys = [k for k in INDEX_KEYS if k in a and k in b]
+    m = slice(None) if mask is None else mask
+    return {k: v["rho"] for k, v in an.spearman_table({k: np.asarray(a[k])[m] for k in keys},
+                                                      {k: np.asarray(b[k])[m] for k in keys}).items()}
+
+
+def _groups(pop) -> dict[str, np.ndarray]:
+    fam = pop.family
+    gl = pop.gabor_like.numpy()
+    return {"all": np.ones(len(fam), bool), "gabor_like": gl}
+
+
+def _planted(pop) -> dict[str, np.ndarray]:
+    return {"suppression": pop.surround_strength.numpy().astype(np.float64),
+            "plaid": pop.coi_strength.numpy().astype(np.float64),
+            "phase": pop.phase_sensitivity.numpy().astype(np.float64)}
+
+
+def _per_family(values: np.ndarray, fam: np.ndarray) -> dict[str, float]:
+    return {f: float(np.nanmedian(values[fam == f])) for f in sorted(set(fam))}
+
+
+def surround_reach(pop, radius: float) -> np.ndarray:
+    """Fraction of each neuron's surround annulus weight (``G(s_out) - G(s_in)``, unbounded
+    plane) beyond ``radius`` pixels of the RF centre; NaN for neurons without a surround."""
+    s_in = pop.size.numpy().astype(np.float64) / 2
+    s_out = s_in * pop.surround_ratio.numpy()
+    num = s_out**2 * np.exp(-radius**2 / (2 * s_out**2)) - s_in**2 * np.exp(-radius**2 / (2 * s_in**2))
+    frac = num / np.maximum(s_out**2 - s_in**2, 1e-12)
+    return np.where(pop.surround_suppressed.numpy(), frac, np.nan)
+
+
+def use_legacy_surround() -> None:
+    """Install the surround energy bank of the population before this diagnosis (log-Gabor
+    filters, ~0.7 octave std, bands 0.05-0.23 cycles/px), to measure the pipeline on that truth."""
+    import math
+
+    from reprlab.v1 import population as P
+
+    P.ENERGY_BANDS = (0.05, 0.075, 0.11, 0.16, 0.23)
+    P._BANK_CACHE.clear()
+
+    def bank(bi: int, PH: int, PW: int, device: torch.device) -> torch.Tensor:
+        fy = torch.fft.fftfreq(PH, device=device)[:, None].expand(PH, PW)
+        fx = torch.fft.fftfreq(PW, device=device)[None, :].expand(PH, PW)
+        f = torch.sqrt(fx**2 + fy**2)
+        radial = torch.exp(-torch.log(f.clamp_min(1e-6) / P.ENERGY_BANDS[bi]) ** 2 / (2 * 0.5**2))
+        radial[0, 0] = 0.0
+        ang = torch.atan2(fy, fx)
+        sd = 0.6 * math.pi / P.N_ENERGY_ORIENTATIONS
+        out = []
+        for o in range(P.N_ENERGY_ORIENTATIONS):
+            th = math.pi * o / P.N_ENERGY_ORIENTATIONS
+            mu = math.atan2(math.cos(th), -math.sin(th))
+            d = torch.remainder(ang - mu + math.pi, 2 * math.pi) - math.pi
+            out.append(radial * torch.exp(-d**2 / (2 * sd**2)))
+        return torch.stack(out).to(torch.complex64)
+
+    P._oriented_bank = bank
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=None, help="simulated Sensorium folder(s) (default: simulate in memory)")
+    ap.add_argument("--model", default=None, help="twin fitted to --data (enables the twin part)")
+    ap.add_argument("--scale", default="default")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--n-verify", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--parts", default="truth,aperture,twin",
+                    help="comma list: truth (always), aperture (truth through the core's field), twin (needs --model)")
+    ap.add_argument("--aperture", type=float, default=14.0,
+                    help="aperture half-width (px) without --model (default: the default core's 14 px)")
+    ap.add_argument("--legacy-surround", action="store_true",
+                    help="simulate with the population's former log-Gabor surround bank (before/after figures)")
+    ap.add_argument("--work", default=None, help="cache folder for the slow truth runs (npz per part)")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "v1_index_recovery.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from reprlab.v1 import insilico as ins
+    from reprlab.v1.population import Population
+    from reprlab.v1.twin import _concat_populations, _truth_indices
+
+    t_all = time.perf_counter()
+    if args.legacy_surround:
+        if args.data:
+            raise ValueError("--legacy-surround simulates in memory: drop --data")
+        use_legacy_surround()
+    if args.data:
+        from reprlab.v1.cli import _read_folders
+
+        datasets = _read_folders(Path(args.data))
+    else:
+        from reprlab.v1.simulate import simulate_dataset
+
+        datasets = simulate_dataset(scale=args.scale, seed=args.seed)
+    pop = _concat_populations([ds.truth for ds in datasets], Population)
+    N = len(pop)
+    rng = np.random.default_rng(args.seed)  # the bundle's verification subset (twin._verification)
+    vidx = np.sort(rng.choice(N, min(N, args.n_verify), replace=False))
+    sub = pop.subset(vidx)
+    fam = sub.family
+    groups = _groups(sub)
+    exp_cfg = ins.experiment_config(args.scale)
+    grid = ins.gabor_grid(args.scale)
+    truth = ins.PopulationModel(pop)
+    report: dict = {"scale": args.scale, "seed": args.seed, "n_verify": len(vidx), "data": args.data,
+                    "legacy_surround": bool(args.legacy_surround),
+                    "model": args.model, "threads": args.threads,
+                    "size_factors": list(exp_cfg.size_factors), "grid_sizes": list(grid.sizes)}
+    timing = {}
+
+    work = Path(args.work) if args.work else None
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+
+    def cached(name: str, fn):
+        """Run ``fn() -> dict of arrays`` once per work dir (the truth runs take ~10 s/neuron)."""
+        f = None if work is None else work / f"{name}-{args.scale}-{args.seed}-{len(vidx)}.npz"
+        if f is not None and f.exists():
+            with np.load(f) as z:
+                return {k: z[k] for k in z.files}
+        t0 = time.perf_counter()
+        out = {k: np.asarray(v) for k, v in fn().items()}
+        timing[name] = time.perf_counter() - t0
+        if f is not None:
+            np.savez(f, **out)
+        return out
+
+    def pipeline(model) -> dict:
+        g = ins.optimal_gabors(model, grid, neurons=vidx)
+        r = ins.run_experiments(model, g.params, neurons=vidx, config=exp_cfg)
+        return {**r["indices"], "params": g.params, "size_contrast": r["tuning"]["size_contrast"]}
+
+    ref = cached("reference", lambda: _truth_indices(truth, pop, vidx, exp_cfg, False))
+    tp = cached("truth_pipeline", lambda: pipeline(truth))
+    tpi = tp
+    planted = _planted(sub)
+
+    true_size = sub.size.numpy()
+    centre_err = np.hypot(*(tp["params"][:, :2] - sub.center.numpy()).T)
+    report["truth_pipeline"] = {
+        "spearman_vs_reference": {g: _spearman(tpi, ref, m) for g, m in groups.items()},
+        "optimal_size_over_rf_size": _per_family(tp["params"][:, 2] / true_size, fam),
+        "optimal_sf_over_rf_sf": _per_family(tp["params"][:, 3] / np.maximum(sub.spatial_frequency.numpy(), 1e-6), fam),
+        "optimal_centre_error_px": _per_family(centre_err, fam),
+        "suppression_per_family": _per_family(tpi["suppression"], fam),
+        "plaid_per_family": _per_family(tpi["plaid"], fam),
+    }
+    report["truth_reference"] = {
+        "suppression_per_family": _per_family(np.asarray(ref["suppression"]), fam),
+        "plaid_per_family": _per_family(np.asarray(ref["plaid"]), fam),
+    }
+    gl = groups["gabor_like"]
+    report["planted"] = {
+        "note": "Spearman over the Gabor families of index vs planted strength (0 for families without it)",
+        "reference": {k: _spearman({k: ref[k]}, {k: planted[k]}, gl).get(k) for k in planted},
+        "truth_pipeline": {k: _spearman({k: tpi[k]}, {k: planted[k]}, gl).get(k) for k in planted},
+    }
+    half_width = float(args.aperture)
+    view = None
+    if args.model:
+        from reprlab.v1.model import V1Twin
+
+        view = ins.EquivariantModel.from_twin(V1Twin.load(args.model))
+        half_width = view.half_width
+    reach = surround_reach(sub, half_width)
+    report["reach"] = {"radius_px": half_width,
+                       "fraction_beyond_quantiles_10_50_90": np.nanquantile(reach, [0.1, 0.5, 0.9]).tolist()}
+    if "aperture" in args.parts:
+        ap = cached(f"aperture{half_width:g}", lambda: pipeline(ins.ApertureModel(truth, half_width)))
+        report["truth_aperture"] = {
+            "note": f"the truth seeing only a square of half-width {half_width:g} px around its RF centre "
+                    "(the core's receptive field): the best a perfectly fitted twin of this architecture can do",
+            "spearman_vs_reference": {g: _spearman(ap, ref, m) for g, m in groups.items()},
+            "spearman_vs_truth_pipeline": {g: _spearman(ap, tpi, m) for g, m in groups.items()},
+            "suppression_per_family": _per_family(ap["suppression"], fam),
+        }
+
+    if view is not None and "twin" in args.parts:
+        t0 = time.perf_counter()
+        wp = pipeline(view)
+        timing["twin_pipeline"] = time.perf_counter() - t0
+        wpi = wp
+        wg_params = wp["params"]
+        report["twin_pipeline"] = {
+            "spearman_vs_reference": {g: _spearman(wpi, ref, m) for g, m in groups.items()},
+            "spearman_vs_truth_pipeline": {g: _spearman(wpi, tpi, m) for g, m in groups.items()},
+            "vs_planted": {k: _spearman({k: wpi[k]}, {k: planted[k]}, gl).get(k) for k in planted},
+            "optimal_size_over_rf_size": _per_family(wg_params[:, 2] / true_size, fam),
+            "optimal_sf_over_rf_sf": _per_family(wg_params[:, 3] / np.maximum(sub.spatial_frequency.numpy(), 1e-6), fam),
+            "optimal_centre_error_px": _per_family(np.hypot(*(wg_params[:, :2] - sub.center.numpy()).T), fam),
+            "suppression_per_family": _per_family(wpi["suppression"], fam),
+            "plaid_per_family": _per_family(wpi["plaid"], fam),
+        }
+        # identical stimuli: the truth pipeline's optimal Gabors, shown to both
+        t0 = time.perf_counter()
+        ws = ins.run_experiments(view, tp["params"], neurons=vidx, config=exp_cfg)
+        timing["twin_same_stimuli"] = time.perf_counter() - t0
+        from reprlab.v1.analysis import _row_corr
+
+        c_tw = ws["tuning"]["size_contrast"][:, -1, :]
+        c_tr = tp["size_contrast"][:, -1, :]
+        report["same_stimuli"] = {
+            "note": "twin and truth on the truth pipeline's optimal Gabors",
+            "spearman": {g: _spearman(ws["indices"], tpi, m) for g, m in groups.items()},
+            "size_curve_corr_top_contrast_per_family": _per_family(_row_corr(c_tw, c_tr), fam),
+            "twin_suppression_per_family": _per_family(ws["indices"]["suppression"], fam),
+            "truth_suppression_per_family": _per_family(tpi["suppression"], fam),
+        }
+        # natural-image surround probe
+        from reprlab.v1.stimuli import natural_images
+
+        imgs = natural_images(64, pop.image_shape, seed=args.seed + 424242)
+        factors = np.array([0.5, 1.0, 1.5, 2.0, 3.0])
+        radii = true_size[:, None] * factors[None]
+        t0 = time.perf_counter()
+        pr_truth = ins.natural_surround_probe(truth, imgs, radii, neurons=vidx)
+        pr_twin = ins.natural_surround_probe(view, imgs, radii, neurons=vidx, centers=sub.center.numpy())
+        timing["natural_probe"] = time.perf_counter() - t0
+        report["natural_probe"] = {
+            "radius_factors_of_rf_size": factors.tolist(),
+            "truth_median_per_family": {f: np.median(pr_truth[fam == f], 0).tolist() for f in sorted(set(fam))},
+            "twin_median_per_family": {f: np.median(pr_twin[fam == f], 0).tolist() for f in sorted(set(fam))},
+        }
+    report["timing_seconds"] = timing
+    report["seconds_total"] = time.perf_counter() - t_all
+    report["load_average_1min"] = os.getloadavg()[0]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2, default=float))
+    print(json.dumps(report, indent=2, default=float))
+    return report
+
+
+if __name__ == "__main__":
+    main()
