@@ -136,7 +136,7 @@ def test_dsvi_one_layer_optimal_q_gives_exact_marginal_likelihood():
     with torch.no_grad():
         model.layers[0].z.copy_(x[None])
         kernel = model.layers[0].kernel
-        kernel.log_lengthscale.fill_(math.log(0.3))
+        kernel.set_lengthscale(0.3)
         k = kernel(_b(x), _b(x))[0, 0]
         ky = k + noise**2 * torch.eye(12, dtype=D)
         m = k @ torch.linalg.solve(ky, y)  # optimal q(u) = exact posterior of f(x) when z = x
@@ -337,3 +337,34 @@ def test_marginal_and_joint_draws_have_the_same_variance_including_jitter():
     expected = var[0] + 1e-2
     assert torch.allclose(marginal.var(0), expected, rtol=0.05)
     assert torch.allclose(joint.var(0), expected, rtol=0.05)
+
+
+def test_kernels_learn_the_log_precision_as_the_original_code():
+    """The raw lengthscale parameter is log γ, γ = 1/ℓ² (the original code's), so Adam moves log ℓ by
+    half a learning rate per step, as there. Closed-form gradients: ∂k/∂log γ = -γ d²/2 · k (SE) and
+    -2γ sin²(πd/p) · k (periodic); ∂k/∂log p = 2γ sin(2πd/p) (πd/p) · k."""
+    x1 = torch.tensor([0.0, 0.3, -1.0], dtype=D)
+    x2 = torch.tensor([0.1, 0.9], dtype=D)
+    d = x1[:, None] - x2[None, :]
+    se = SquaredExponential(variance=1.3, lengthscale=0.5)
+    per = Periodic(variance=0.7, lengthscale=0.8, period=1.7)
+    assert torch.allclose(se.log_gamma, torch.tensor([math.log(4.0)], dtype=D))
+    assert torch.allclose(per.lengthscale, torch.tensor([0.8], dtype=D))
+    k = se(_b(x1), _b(x2))[0, 0]
+    (g,) = torch.autograd.grad(k.sum(), se.log_gamma)
+    assert torch.allclose(g, (-0.5 * 4.0 * d**2 * k).sum().reshape(1))
+    k = per(_b(x1), _b(x2))[0, 0]
+    g_gamma, g_period = torch.autograd.grad(k.sum(), [per.log_gamma, per.log_period])
+    gamma, arg = 0.8**-2, math.pi * d / 1.7
+    assert torch.allclose(g_gamma, (-2.0 * gamma * torch.sin(arg) ** 2 * k).sum().reshape(1))
+    assert torch.allclose(g_period, (2.0 * gamma * torch.sin(2 * arg) * arg * k).sum().reshape(1))
+    # one Adam step of lr on a gradient moves log γ by lr, i.e. log ℓ by lr / 2
+    opt = torch.optim.Adam([se.log_gamma], lr=1e-3)
+    before = float(se.lengthscale.detach().log())
+    se(_b(x1), _b(x2)).sum().backward()
+    opt.step()
+    assert abs(abs(float(se.lengthscale.detach().log()) - before) - 0.5e-3) < 1e-9
+    se.set_lengthscale(0.25)
+    assert torch.allclose(se.lengthscale, torch.tensor([0.25], dtype=D))
+    with pytest.raises(ValueError, match="lengthscale"):
+        se.set_lengthscale(0.0)

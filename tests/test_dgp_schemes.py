@@ -198,3 +198,42 @@ def test_ipail_rejects_layers_with_own_locations():
         InducingLocationsDGP(build_layers(("se", "se"), 4, with_z=True), torch.linspace(-1, 1, 4))
     with pytest.raises(ValueError, match="chain"):
         JointlyGaussianDGP(build_layers(("se", "se"), 4), structure="full", marginalise="analytic")
+
+
+@pytest.mark.parametrize("scheme", ["dsvi", "joint", "ipail"])
+def test_joint_and_marginal_inner_draws_estimate_the_same_elbo(scheme):
+    """Drawing the inner layer jointly over the points (the original code) or point by point (the
+    paper's text) changes only the Monte-Carlo noise: f_2(x_n) depends on f_1 through f_1(x_n) alone,
+    so both ELBO estimates agree within their standard errors; the joint draws are correlated across
+    points, the marginal ones are not."""
+    x, y = sin_exp_data(n=12)
+    model = make_model(scheme, n_inducing=5)
+    _randomise(model, 1, scale=0.05)
+    ev = {}
+    with torch.no_grad():
+        for draws in ("marginal", "joint"):
+            model.set_draws(draws)
+            ev[draws] = model.evaluate_elbo(x, y, n_samples=6000, batch=200, generator=torch.Generator().manual_seed(2))
+    diff = float(ev["marginal"]["elbo"][0] - ev["joint"]["elbo"][0])
+    sem = float((ev["marginal"]["elbo_sem"][0] ** 2 + ev["joint"]["elbo_sem"][0] ** 2).sqrt())
+    assert abs(diff) < 4 * sem
+    # given one draw of the inducing values, the joint draws of the inner layer have the conditional
+    # correlation of eq. (3) between points, the marginal ones none
+    layer, (z, u) = model.layers[0], model.draw_inducing(1, torch.Generator().manual_seed(3))[0]
+    f = model._expand(x, 4000)
+    with torch.no_grad():
+        cov = layer.conditional(f[:, :1], z, u, None, True, model.jitter)[1][0, 0] + model.jitter * torch.eye(12, dtype=D)
+        sd = cov.diagonal().sqrt()
+        rho = (cov / sd[:, None] / sd[None, :] - torch.eye(12, dtype=D)).abs()
+        a, b = divmod(int(rho.argmax()), 12)
+        target = float(cov[a, b] / (sd[a] * sd[b]))
+        corr = {}
+        for joint in (False, True):
+            draw = model._draw(layer.conditional(f, z, u, None, joint, model.jitter), torch.Generator().manual_seed(4),
+                               joint, layer)[0]
+            r = draw - draw.mean(0)
+            corr[joint] = float((r[:, a] * r[:, b]).mean() / (r[:, a].std() * r[:, b].std()))
+    assert abs(target) > 0.3
+    assert abs(corr[True] - target) < 0.06 and abs(corr[False]) < 0.06
+    with pytest.raises(ValueError, match="draws"):
+        make_model(scheme, draws="grid")

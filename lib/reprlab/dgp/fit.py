@@ -44,14 +44,18 @@ def single_thread() -> contextlib.AbstractContextManager[None]:
 def make_model(scheme: str, kernels: Sequence[str] = ("se", "periodic"), n_inducing: int = 10,
                noise_std: float = 0.01, z_range: tuple[float, float] = (-1.0, 1.0),
                random_state: int = 0, device=None, n_replicas: int = 1, inner_mean: str = "identity",
-               **kwargs) -> DeepGP:
+               draws: str = "marginal", **kwargs) -> DeepGP:
     """A DGP of the given ``scheme`` (see :data:`SCHEMES`) with the original initialisation.
 
     ``n_replicas`` independent copies are trained side by side (e.g. the trials of Table 1);
-    ``inner_mean`` is the mean function of the inner layers ('identity' as in the paper, or 'zero').
+    ``inner_mean`` is the mean function of the inner layers ('identity' as in the paper, or 'zero');
+    ``draws`` how the ELBO draws the inner layers at the data ('marginal' or 'joint', see
+    :attr:`DeepGP.draws`).
     """
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {sorted(SCHEMES)}, got {scheme!r}")
+    if draws not in DeepGP.DRAWS:
+        raise ValueError(f"draws must be one of {DeepGP.DRAWS}, got {draws!r}")
     torch.manual_seed(int(random_state))
     if scheme == "ipail":
         layers = build_layers(kernels, n_inducing, with_z=False, z_range=z_range, n_replicas=n_replicas,
@@ -68,6 +72,7 @@ def make_model(scheme: str, kernels: Sequence[str] = ("se", "periodic"), n_induc
             model = JointlyGaussianDGP(layers, noise_std=noise_std, structure="full", marginalise="sample", **kwargs)
         else:
             model = JointlyGaussianDGP(layers, noise_std=noise_std, structure="chain", marginalise="analytic", **kwargs)
+    model.set_draws(draws)
     return model.to(pick_device(device) if device is not None else torch.device("cpu"))
 
 

@@ -64,16 +64,6 @@ class InducingLocationsDGP(DeepGP):
             prev = fz
         return out
 
-    def _propagate(self, x: torch.Tensor, inducing, generator=None, full_cov: bool = False) -> torch.Tensor:
-        """Steps 2-3 of §4.2: each layer from the GP posterior given its inducing pair (eq. (22))."""
-        f = self._expand(x, inducing[0][1].shape[1])
-        for layer, (zs, us) in zip(self.layers, inducing):
-            f = self._draw(layer.conditional(f, zs, us, None, full_cov, self.jitter), generator, full_cov, layer)
-        return f
-
-    def sample_f(self, x: torch.Tensor, n_samples: int, generator=None, full_cov: bool = False) -> torch.Tensor:
-        return self._propagate(x, self.draw_inducing(n_samples, generator), generator, full_cov)
-
     def kl_given(self, inducing) -> torch.Tensor:
         """Eq. (23): ``Σ_ℓ mean_s KL[q(f_ℓ^z) || N(μ_ℓ(f^{z,s}_{ℓ-1}), k_ℓ(f^{z,s}_{ℓ-1}, ·))]``."""
         total = self.z.new_zeros(self.n_replicas)
@@ -95,6 +85,7 @@ class InducingLocationsDGP(DeepGP):
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
         inducing = self.draw_inducing(n_samples, generator)
-        ell = self.expected_log_lik(self._propagate(xt, inducing, generator), yt)
+        # steps 2-3 of §4.2: each layer given its inducing pair (eq. (22)), DeepGP._propagate
+        ell = self.expected_log_lik(self._propagate(xt, inducing, generator, self.draws == "joint"), yt)
         kl = self.kl_given(inducing)
         return ell - kl, {"ell": ell.detach(), "kl": kl.detach()}

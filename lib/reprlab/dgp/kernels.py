@@ -5,6 +5,12 @@ Inputs are 1-D scalars laid out as ``(T, S, n)``: ``T`` independent replicas of 
 broadcast) and ``n`` points. Each replica has its own hyperparameters, stored as logarithms
 with shape ``(T,)``. The periodic kernel is MacKay's; GPyTorch's ``PeriodicKernel`` divides
 by its lengthscale rather than its square, so ``ℓ_gpytorch = ℓ²`` (see ``reprlab.dgp.peer``).
+
+Parameterisation. Adam is not invariant to rescaling a parameter (its step is ~``lr`` in the
+parameter's own units), so the raw parameters follow the original code: ``log σ²``, the log of
+the precision ``γ = 1/ℓ²`` (not of ``ℓ``: a step of ``lr`` in ``log γ`` is ``lr/2`` in ``log ℓ``)
+and the log of the period (the original's log-frequency ``log(π/p)`` differs only in sign and
+offset, which Adam's steps do not see). Set a lengthscale with :meth:`set_lengthscale`.
 """
 
 from __future__ import annotations
@@ -49,6 +55,16 @@ class Kernel(nn.Module):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    @property
+    def lengthscale(self) -> torch.Tensor:
+        """``ℓ = γ^{-1/2}`` (both kernels store ``log γ``, see the module docstring)."""
+        return torch.exp(-0.5 * self.log_gamma)
+
+    @torch.no_grad()
+    def set_lengthscale(self, value: float) -> None:
+        """Set ``ℓ`` (every replica) to a positive finite ``value``."""
+        self.log_gamma.fill_(-2.0 * math.log(_positive(value, "lengthscale")))
+
     def diag(self, x: torch.Tensor) -> torch.Tensor:
         """``k(x_i, x_i)`` for each input, shape of ``x`` (both kernels are stationary)."""
         return _per_replica(self.variance, x.dim()).expand_as(x)
@@ -65,15 +81,11 @@ class SquaredExponential(Kernel):
 
     def __init__(self, variance: float = 1.0, lengthscale: float = 1.0, n_replicas: int = 1) -> None:
         super().__init__(variance, n_replicas)
-        self.log_lengthscale = _log_param(lengthscale, "lengthscale", n_replicas)
-
-    @property
-    def lengthscale(self) -> torch.Tensor:
-        return self.log_lengthscale.exp()
+        self.log_gamma = _log_param(_positive(lengthscale, "lengthscale") ** -2, "lengthscale", n_replicas)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         d = self._diff(x1, x2)
-        scale = _per_replica(-0.5 * torch.exp(-2.0 * self.log_lengthscale), d.dim())
+        scale = _per_replica(-0.5 * torch.exp(self.log_gamma), d.dim())
         return torch.exp(scale * d * d + _per_replica(self.log_variance, d.dim()))
 
 
@@ -83,12 +95,8 @@ class Periodic(Kernel):
     def __init__(self, variance: float = 1.0, lengthscale: float = 1.0, period: float = math.pi,
                  n_replicas: int = 1) -> None:
         super().__init__(variance, n_replicas)
-        self.log_lengthscale = _log_param(lengthscale, "lengthscale", n_replicas)
+        self.log_gamma = _log_param(_positive(lengthscale, "lengthscale") ** -2, "lengthscale", n_replicas)
         self.log_period = _log_param(period, "period", n_replicas)
-
-    @property
-    def lengthscale(self) -> torch.Tensor:
-        return self.log_lengthscale.exp()
 
     @property
     def period(self) -> torch.Tensor:
@@ -98,7 +106,7 @@ class Periodic(Kernel):
         d = self._diff(x1, x2)
         freq = _per_replica(math.pi * torch.exp(-self.log_period), d.dim())
         s = torch.sin(freq * d)
-        scale = _per_replica(-2.0 * torch.exp(-2.0 * self.log_lengthscale), d.dim())
+        scale = _per_replica(-2.0 * torch.exp(self.log_gamma), d.dim())
         return torch.exp(scale * s * s + _per_replica(self.log_variance, d.dim()))
 
 

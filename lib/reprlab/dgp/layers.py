@@ -127,6 +127,14 @@ class DeepGP(nn.Module):
     """
 
     scheme = "base"
+    # How the ELBO draws the inner layers at the data: 'marginal' (each point independently, as
+    # the paper's text describes, Salimbeni & Deisenroth's estimator) or 'joint' (jointly over the
+    # points with the full conditional covariance, as the original code does). Both are unbiased
+    # for the same ELBO (f_ℓ(x_n) depends on f_{ℓ-1} only through f_{ℓ-1}(x_n)); only the noise of
+    # the gradient differs. The last layer is always drawn marginally (only its marginals enter
+    # the likelihood).
+    draws = "marginal"
+    DRAWS = ("marginal", "joint")
 
     def __init__(self, layers: Sequence[GPLayer], noise_std: float = 0.01, jitter: float = DEFAULT_JITTER) -> None:
         super().__init__()
@@ -167,16 +175,29 @@ class DeepGP(nn.Module):
     def _expand(self, x: torch.Tensor, n_samples: int) -> torch.Tensor:
         return x.expand(self.n_replicas, int(n_samples), -1)
 
+    def set_draws(self, draws: str) -> DeepGP:
+        """Choose how the ELBO draws the inner layers: 'marginal' or 'joint' (see :attr:`draws`)."""
+        if draws not in self.DRAWS:
+            raise ValueError(f"draws must be one of {self.DRAWS}, got {draws!r}")
+        self.draws = draws
+        return self
+
     def sample_f(self, x: torch.Tensor, n_samples: int, generator=None, full_cov: bool = False) -> torch.Tensor:
         """Samples of the last layer ``f_L`` at inputs ``x`` (N,): shape (T, S, N).
 
         Default: nested sampling — draw inducing values, then each layer given them (eq. (3)),
-        marginally per point (``full_cov=False``) or jointly over the points.
+        marginally per point, or (``full_cov``) the inner layers jointly over the points.
         """
-        inducing = self.draw_inducing(n_samples, generator)
-        f = self._expand(x, n_samples)
-        for layer, (z, u) in zip(self.layers, inducing):
-            f = self._draw(layer.conditional(f, z, u, None, full_cov, self.jitter), generator, full_cov, layer)
+        return self._propagate(x, self.draw_inducing(n_samples, generator), generator, full_cov)
+
+    def _propagate(self, x: torch.Tensor, inducing, generator=None, full_cov: bool = False) -> torch.Tensor:
+        """Each layer from its GP conditional given its inducing pair (eq. (3)); the inner layers
+        jointly over the points if ``full_cov``, the last one always marginally."""
+        f = self._expand(x, inducing[0][1].shape[1])
+        last = self.n_layers - 1
+        for i, (layer, (z, u)) in enumerate(zip(self.layers, inducing)):
+            joint = full_cov and i < last
+            f = self._draw(layer.conditional(f, z, u, None, joint, self.jitter), generator, joint, layer)
         return f
 
     def _draw(self, moments, generator, full_cov: bool, layer: GPLayer) -> torch.Tensor:
@@ -208,7 +229,7 @@ class DeepGP(nn.Module):
         n_samples = int(n_samples)
         if n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-        f = self.sample_f(xt, n_samples, generator)
+        f = self.sample_f(xt, n_samples, generator, full_cov=self.draws == "joint")
         ell = self.expected_log_lik(f, yt)
         kl = self.kl(generator=generator, n_samples=n_samples)
         return ell - kl, {"ell": ell.detach(), "kl": kl.detach()}

@@ -160,9 +160,9 @@ def to_reprlab(model, likelihood) -> DSVI:
     for i, (ours, theirs) in enumerate(zip(dsvi.layers, layers_gp)):
         k_gp = theirs.covar_module
         ours.kernel.log_variance.fill_(float(k_gp.outputscale.reshape(-1)[0].log()))
-        log_l = float(k_gp.base_kernel.lengthscale.reshape(-1)[0].log())
+        ell = float(k_gp.base_kernel.lengthscale.reshape(-1)[0])
         # GPyTorch's PeriodicKernel is exp(-2 sin²(π r / p) / ℓ): its ℓ is our ℓ²
-        ours.kernel.log_lengthscale.fill_(0.5 * log_l if kernels[i] == "periodic" else log_l)
+        ours.kernel.set_lengthscale(ell**0.5 if kernels[i] == "periodic" else ell)
         if kernels[i] == "periodic":
             ours.kernel.log_period.fill_(float(k_gp.base_kernel.period_length.reshape(-1)[0].log()))
         z = theirs.variational_strategy.inducing_points.reshape(-1)

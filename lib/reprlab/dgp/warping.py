@@ -49,9 +49,9 @@ class WarpedDGP(DeepGP):
         super().__init__([warp, f], noise_std, jitter)
         with torch.no_grad():
             warp.kernel.log_variance.fill_(math.log(warp_variance))
-            warp.kernel.log_lengthscale.fill_(math.log(warp_lengthscale))
+            warp.kernel.set_lengthscale(warp_lengthscale)
             f.kernel.log_variance.fill_(math.log(f_variance))
-            f.kernel.log_lengthscale.fill_(math.log(f_lengthscale))
+            f.kernel.set_lengthscale(f_lengthscale)
         self.coupled = bool(coupled)
         self.x_range = (lo, hi)
         self.register_buffer("grid", torch.linspace(lo, hi, int(n_grid), dtype=torch.float64))
