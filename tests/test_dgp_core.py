@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from reprlab.dgp.conditionals import (
@@ -233,6 +234,10 @@ def test_data_generators():
     assert torch.all(torch.diff(hb["warp"]) > 0)  # the true warp is monotonic
     x, y = sin_exp_data(n=50, noise_std=0.0)
     assert torch.allclose(y, torch.sin(7 * torch.exp(x)))
+    # seed 1 is the original code's data: np.random.seed(1); sin(7 exp(x)) + 0.01 randn(50)
+    x, y = sin_exp_data(n=50, noise_std=0.01, seed=1)
+    assert torch.allclose(x, torch.from_numpy(np.linspace(-1, 1, 50)), rtol=0, atol=1e-15)
+    assert abs(float(y[0]) - (math.sin(7 * math.exp(-1)) + 0.01 * 1.6243453636632417)) < 1e-15
     with pytest.raises(ValueError):
         sin_exp_data(n=1)
     with pytest.raises(ValueError):

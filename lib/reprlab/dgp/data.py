@@ -29,12 +29,16 @@ def _check_noise(noise_std: float) -> float:
 
 
 def sin_exp_data(n: int = 50, noise_std: float = 0.01, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The original setup: ``n`` points on [-1, 1], ``y = sin(7 eˣ) + N(0, noise_std²)``."""
+    """The original setup: ``n`` points on [-1, 1], ``y = sin(7 eˣ) + N(0, noise_std²)``.
+
+    The noise is numpy's ``RandomState(seed).randn(n)``, so ``seed=1`` (Table 1's default) gives
+    exactly the data of the original code (``np.random.seed(1)`` then ``np.random.randn(50)``).
+    """
     n = _check_n(n)
     noise_std = _check_noise(noise_std)
     x = torch.linspace(-1.0, 1.0, n, dtype=torch.float64)
-    g = torch.Generator().manual_seed(int(seed))
-    y = torch.sin(7.0 * torch.exp(x)) + noise_std * torch.randn(n, generator=g, dtype=torch.float64)
+    noise = torch.from_numpy(np.random.RandomState(int(seed)).randn(n))
+    y = torch.sin(7.0 * torch.exp(x)) + noise_std * noise
     return x, y
 
 
