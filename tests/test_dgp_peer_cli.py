@@ -57,6 +57,12 @@ def test_cli_table1_smoke_json(capsys):
         assert len(r["elbo_trials"]) == 2 and r["var_f1_mean"] > 0 and r["var_f2_mean"] > 0
     assert set(report["ordering"]) >= {"elbo_increasing", "var_f1_increasing"}
     assert report["paper"]["ipail"]["elbo"] == [36.31, 3.55]
+    assert report["config"]["draws"] == "marginal"
+    # the original code's estimator: inner layers drawn jointly over the points
+    assert main(["dgp", "table1", "--trials", "1", "--scale", "smoke", "--workers", "1", "--schemes", "ipail",
+                 "--draws", "joint", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["config"]["draws"] == "joint" and len(report["rows"][0]["elbo_trials"]) == 1
 
 
 def test_cli_user_errors_exit_2(capsys, tmp_path):

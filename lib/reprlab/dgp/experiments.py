@@ -67,7 +67,7 @@ TABLE1_PRESETS = {
     "paper": dict(trials=10, steps=(10000, 10000, 10000), lrs=(1e-3, 1e-3, 1e-3), eval_samples=5000,
                   var_samples=10000, workers=3, clip=None),
 }
-COMMON = dict(n_points=50, noise_std=0.01, n_inducing=10, n_samples=10, kernels=("se", "periodic"))
+COMMON = dict(n_points=50, noise_std=0.01, n_inducing=10, n_samples=10, kernels=("se", "periodic"), draws="marginal")
 
 
 def _fit_scheme(scheme: str, cfg: dict, seed: int, data_seed: int, progress: bool = False) -> dict:
@@ -75,7 +75,7 @@ def _fit_scheme(scheme: str, cfg: dict, seed: int, data_seed: int, progress: boo
     with single_thread():
         x, y = sin_exp_data(cfg["n_points"], cfg["noise_std"], data_seed)
         model = make_model(scheme, tuple(cfg["kernels"]), cfg["n_inducing"], cfg["noise_std"],
-                           random_state=seed, n_replicas=cfg["trials"])
+                           random_state=seed, n_replicas=cfg["trials"], draws=cfg["draws"])
         t0, c0 = time.perf_counter(), time.process_time()
         trace = fit_dgp(model, x, y, tuple(cfg["steps"]), tuple(cfg["lrs"]), cfg["n_samples"], seed,
                         progress=progress, log_every=100, clip=cfg.get("clip"))
@@ -145,7 +145,7 @@ def table1(scale: str | None = None, schemes: Sequence[str] = ("dsvi", "joint", 
         models = {}
         for s in schemes:
             m = make_model(s, tuple(cfg["kernels"]), cfg["n_inducing"], cfg["noise_std"], random_state=seed,
-                           n_replicas=cfg["trials"])
+                           n_replicas=cfg["trials"], draws=cfg["draws"])
             m.load_state_dict(results[s]["state"])
             models[s] = m
         report["_models"] = models
