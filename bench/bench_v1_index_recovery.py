@@ -109,6 +109,24 @@ def use_legacy_surround() -> None:
     P._oriented_bank = bank
 
 
+def write_noiseless(src: str, dst: str) -> dict:
+    """Copy simulated Sensorium folder(s) ``src`` to ``dst`` with every response replaced by the
+    true rate (no spike noise): a twin fitted to it shows what the architecture and training
+    learn when noise is not the limit (``--write-noiseless SRC DST``)."""
+    import dataclasses
+
+    from reprlab.v1.cli import _read_folders
+    from reprlab.v1.data import write_sensorium
+
+    out = []
+    for ds in _read_folders(Path(src)):
+        rates = ds.truth.rate(torch.as_tensor(ds.images)).numpy()  # (images, neurons)
+        clean = dataclasses.replace(ds, responses=rates[ds.trial_image].astype(np.float32))
+        write_sensorium(clean, Path(dst) / ds.animal, overwrite=True)
+        out.append({"animal": ds.animal, "n_trials": int(len(ds.trial_image))})
+    return {"noiseless_copy": dst, "animals": out}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=None, help="simulated Sensorium folder(s) (default: simulate in memory)")
@@ -116,6 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--scale", default="default")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-verify", type=int, default=200)
+    ap.add_argument("--n-truth", type=int, default=60,
+                    help="neurons (of the verification set) for the slow truth-through-pipeline run")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--parts", default="truth,aperture,twin",
                     help="comma list: truth (always), aperture (truth through the core's field), twin (needs --model)")
@@ -125,8 +145,14 @@ def main(argv: list[str] | None = None) -> dict:
                     help="simulate with the population's former log-Gabor surround bank (before/after figures)")
     ap.add_argument("--work", default=None, help="cache folder for the slow truth runs (npz per part)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "v1_index_recovery.json"))
+    ap.add_argument("--write-noiseless", nargs=2, metavar=("SRC", "DST"), default=None,
+                    help="only write a noise-free copy of simulated folder(s) SRC to DST and exit")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.write_noiseless:
+        rep = write_noiseless(*args.write_noiseless)
+        print(json.dumps(rep, indent=2))
+        return rep
 
     from reprlab.v1 import insilico as ins
     from reprlab.v1.population import Population
@@ -178,36 +204,42 @@ def main(argv: list[str] | None = None) -> dict:
             np.savez(f, **out)
         return out
 
-    def pipeline(model) -> dict:
-        g = ins.optimal_gabors(model, grid, neurons=vidx)
-        r = ins.run_experiments(model, g.params, neurons=vidx, config=exp_cfg)
-        return {**r["indices"], "params": g.params, "size_contrast": r["tuning"]["size_contrast"]}
-
-    ref = cached("reference", lambda: _truth_indices(truth, pop, vidx, exp_cfg, False))
-    tp = cached("truth_pipeline", lambda: pipeline(truth))
-    tpi = tp
+    ref = cached("reference", lambda: _truth_indices(truth, pop, vidx, exp_cfg, False, return_params=True))
     planted = _planted(sub)
-
     true_size = sub.size.numpy()
-    centre_err = np.hypot(*(tp["params"][:, :2] - sub.center.numpy()).T)
-    report["truth_pipeline"] = {
-        "spearman_vs_reference": {g: _spearman(tpi, ref, m) for g, m in groups.items()},
-        "optimal_size_over_rf_size": _per_family(tp["params"][:, 2] / true_size, fam),
-        "optimal_sf_over_rf_sf": _per_family(tp["params"][:, 3] / np.maximum(sub.spatial_frequency.numpy(), 1e-6), fam),
-        "optimal_centre_error_px": _per_family(centre_err, fam),
-        "suppression_per_family": _per_family(tpi["suppression"], fam),
-        "plaid_per_family": _per_family(tpi["plaid"], fam),
-    }
+    gl = groups["gabor_like"]
     report["truth_reference"] = {
         "suppression_per_family": _per_family(np.asarray(ref["suppression"]), fam),
         "plaid_per_family": _per_family(np.asarray(ref["plaid"]), fam),
+        "vs_planted": {k: _spearman({k: ref[k]}, {k: planted[k]}, gl).get(k) for k in planted},
     }
-    gl = groups["gabor_like"]
-    report["planted"] = {
-        "note": "Spearman over the Gabor families of index vs planted strength (0 for families without it)",
-        "reference": {k: _spearman({k: ref[k]}, {k: planted[k]}, gl).get(k) for k in planted},
-        "truth_pipeline": {k: _spearman({k: tpi[k]}, {k: planted[k]}, gl).get(k) for k in planted},
-    }
+    # the truth through the twin's whole pipeline (grid search from the RF centre): ~10 CPU-s per
+    # neuron, so on the first n_truth neurons of the verification set (a random subset)
+    nt = min(len(vidx), args.n_truth)
+    tsel = np.arange(nt)
+
+    def pipeline(model, neurons) -> dict:
+        g = ins.optimal_gabors(model, grid, neurons=neurons)
+        r = ins.run_experiments(model, g.params, neurons=neurons, config=exp_cfg)
+        return {**r["indices"], "params": g.params, "size_contrast": r["tuning"]["size_contrast"]}
+
+    if "truth" in args.parts:
+        tp = cached(f"truth_pipeline{nt}", lambda: pipeline(truth, vidx[tsel]))
+        ref_t = {k: np.asarray(v)[tsel] for k, v in ref.items()}
+        fam_t, groups_t = fam[tsel], {g: m[tsel] for g, m in groups.items()}
+        report["truth_pipeline"] = {
+            "n_neurons": nt,
+            "spearman_vs_reference": {g: _spearman(tp, ref_t, m) for g, m in groups_t.items()},
+            "vs_planted": {k: _spearman({k: tp[k]}, {k: planted[k][tsel]}, gl[tsel]).get(k) for k in planted},
+            "optimal_size_over_rf_size": _per_family(tp["params"][:, 2] / true_size[tsel], fam_t),
+            "optimal_sf_over_rf_sf": _per_family(
+                tp["params"][:, 3] / np.maximum(sub.spatial_frequency.numpy()[tsel], 1e-6), fam_t),
+            "optimal_centre_error_px": _per_family(np.hypot(*(tp["params"][:, :2] - sub.center.numpy()[tsel]).T), fam_t),
+            "suppression_per_family": _per_family(tp["suppression"], fam_t),
+            "reference_suppression_per_family": _per_family(ref_t["suppression"], fam_t),
+            "plaid_per_family": _per_family(tp["plaid"], fam_t),
+            "reference_plaid_per_family": _per_family(ref_t["plaid"], fam_t),
+        }
     half_width = float(args.aperture)
     view = None
     if args.model:
@@ -219,24 +251,28 @@ def main(argv: list[str] | None = None) -> dict:
     report["reach"] = {"radius_px": half_width,
                        "fraction_beyond_quantiles_10_50_90": np.nanquantile(reach, [0.1, 0.5, 0.9]).tolist()}
     if "aperture" in args.parts:
-        ap = cached(f"aperture{half_width:g}", lambda: pipeline(ins.ApertureModel(truth, half_width)))
+        def aperture_run() -> dict:
+            r = ins.run_experiments(ins.ApertureModel(truth, half_width), ref["params"], neurons=vidx, config=exp_cfg)
+            return {**r["indices"], "size_contrast": r["tuning"]["size_contrast"]}
+
+        ap = cached(f"aperture{half_width:g}", aperture_run)
         report["truth_aperture"] = {
             "note": f"the truth seeing only a square of half-width {half_width:g} px around its RF centre "
-                    "(the core's receptive field): the best a perfectly fitted twin of this architecture can do",
+                    "(the core's receptive field), on the reference's optimal Gabors: what a perfectly fitted "
+                    "twin of this architecture would measure",
             "spearman_vs_reference": {g: _spearman(ap, ref, m) for g, m in groups.items()},
-            "spearman_vs_truth_pipeline": {g: _spearman(ap, tpi, m) for g, m in groups.items()},
             "suppression_per_family": _per_family(ap["suppression"], fam),
+            "reference_suppression_per_family": _per_family(np.asarray(ref["suppression"]), fam),
         }
 
     if view is not None and "twin" in args.parts:
         t0 = time.perf_counter()
-        wp = pipeline(view)
+        wp = pipeline(view, vidx)
         timing["twin_pipeline"] = time.perf_counter() - t0
         wpi = wp
         wg_params = wp["params"]
         report["twin_pipeline"] = {
             "spearman_vs_reference": {g: _spearman(wpi, ref, m) for g, m in groups.items()},
-            "spearman_vs_truth_pipeline": {g: _spearman(wpi, tpi, m) for g, m in groups.items()},
             "vs_planted": {k: _spearman({k: wpi[k]}, {k: planted[k]}, gl).get(k) for k in planted},
             "optimal_size_over_rf_size": _per_family(wg_params[:, 2] / true_size, fam),
             "optimal_sf_over_rf_sf": _per_family(wg_params[:, 3] / np.maximum(sub.spatial_frequency.numpy(), 1e-6), fam),
@@ -244,25 +280,48 @@ def main(argv: list[str] | None = None) -> dict:
             "suppression_per_family": _per_family(wpi["suppression"], fam),
             "plaid_per_family": _per_family(wpi["plaid"], fam),
         }
-        # identical stimuli: the truth pipeline's optimal Gabors, shown to both
+        # identical stimuli: the reference's optimal Gabors, shown to both
         t0 = time.perf_counter()
-        ws = ins.run_experiments(view, tp["params"], neurons=vidx, config=exp_cfg)
+        ws = ins.run_experiments(view, ref["params"], neurons=vidx, config=exp_cfg)
         timing["twin_same_stimuli"] = time.perf_counter() - t0
         from reprlab.v1.analysis import _row_corr
 
         c_tw = ws["tuning"]["size_contrast"][:, -1, :]
-        c_tr = tp["size_contrast"][:, -1, :]
+        tr_same = ins.run_experiments(truth, ref["params"], neurons=vidx, config=exp_cfg)
+        c_tr = tr_same["tuning"]["size_contrast"][:, -1, :]
         report["same_stimuli"] = {
-            "note": "twin and truth on the truth pipeline's optimal Gabors",
-            "spearman": {g: _spearman(ws["indices"], tpi, m) for g, m in groups.items()},
+            "note": "twin and truth on the reference's optimal Gabors (identical stimuli)",
+            "spearman": {g: _spearman(ws["indices"], ref, m) for g, m in groups.items()},
             "size_curve_corr_top_contrast_per_family": _per_family(_row_corr(c_tw, c_tr), fam),
             "twin_suppression_per_family": _per_family(ws["indices"]["suppression"], fam),
-            "truth_suppression_per_family": _per_family(tpi["suppression"], fam),
+            "truth_suppression_per_family": _per_family(np.asarray(ref["suppression"]), fam),
         }
         # natural-image surround probe
         from reprlab.v1.stimuli import natural_images
 
         imgs = natural_images(64, pop.image_shape, seed=args.seed + 424242)
+        # does the twin predict the neuron with its surround, or the same neuron without it?
+        import dataclasses
+
+        test_imgs = torch.as_tensor(natural_images(256, pop.image_shape, seed=args.seed + 31337))
+        nosur = dataclasses.replace(sub, surround_strength=torch.zeros(len(sub)), _cache={})
+        r_true = sub.rate(test_imgs).numpy()
+        r_nosur = nosur.rate(test_imgs).numpy()
+        r_twin = view.responses(test_imgs).numpy()[:, vidx]
+        c_true = _row_corr(r_twin.T, r_true.T)
+        c_nosur = _row_corr(r_twin.T, r_nosur.T)
+        c_tn = _row_corr(r_true.T, r_nosur.T)
+        ssm = sub.surround_suppressed.numpy()
+        report["surround_in_prediction"] = {
+            "note": "suppressed neurons, 256 new natural images: corr(twin, truth) vs corr(twin, the same truth "
+                    "neuron without its surround); corr(truth, truth without surround)^2 ~ share of rate variance "
+                    "not due to the surround",
+            "twin_vs_truth_median": float(np.median(c_true[ssm])),
+            "twin_vs_truth_without_surround_median": float(np.median(c_nosur[ssm])),
+            "fraction_closer_to_no_surround": float(np.mean(c_nosur[ssm] > c_true[ssm])),
+            "truth_vs_truth_without_surround_median": float(np.median(c_tn[ssm])),
+            "surround_share_of_rate_variance_median": float(np.median(1 - c_tn[ssm] ** 2)),
+        }
         factors = np.array([0.5, 1.0, 1.5, 2.0, 3.0])
         radii = true_size[:, None] * factors[None]
         t0 = time.perf_counter()

@@ -333,9 +333,11 @@ def _verification(view: Any, truth_model: Any, population: Any, gab: Any, cfg: d
     return report, {"arrays": arrays, "vidx": vidx}
 
 
-def _truth_indices(truth_model: Any, population: Any, vidx: np.ndarray, exp_cfg: Any, progress: bool) -> dict[str, np.ndarray]:
+def _truth_indices(truth_model: Any, population: Any, vidx: np.ndarray, exp_cfg: Any, progress: bool,
+                   return_params: bool = False) -> dict[str, np.ndarray]:
     """The same Gabor experiments on the true neurons, with optimal Gabors found by a local grid
-    search around each neuron's mapped RF parameters (as an experimenter would, after RF mapping)."""
+    search around each neuron's mapped RF parameters (as an experimenter would, after RF mapping).
+    ``return_params`` adds those optimal Gabors as ``"params"`` ``(len(vidx), 7)``."""
     from reprlab.v1 import insilico as ins
 
     pop = population
@@ -365,8 +367,9 @@ def _truth_indices(truth_model: Any, population: Any, vidx: np.ndarray, exp_cfg:
     sub = ins.PopulationModel(pop.subset(vidx))
     params, _, _ = ins._refine(sub, params, r.max(1).values, torch.arange(n), 1, ins._GABOR_STEPS, sub.diag_gabors,
                                ins._clip_gabor, None)
-    res = ins.run_experiments(sub, ins.canonical_gabor(params).numpy(), config=exp_cfg, progress=progress)
-    return res["indices"]
+    params = ins.canonical_gabor(params).numpy()
+    res = ins.run_experiments(sub, params, config=exp_cfg, progress=progress)
+    return {**res["indices"], "params": params} if return_params else res["indices"]
 
 
 def build_twin(config: dict[str, Any] | None = None, out: str | os.PathLike | None = None, progress: bool = False,
