@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from reprlab.scenes.metrics import (
     assign_objects,
+    depth_order,
     foreground_ari,
     segmentation_covering,
     specialisation,
@@ -84,3 +85,37 @@ def test_specialisation_recovers_planted_assignment(scenes):
 def test_assign_objects_bad_shape(scenes):
     with pytest.raises(ValueError, match="segmentation"):
         assign_objects(scenes, np.zeros((2, 3, 3)), np.zeros((2, 1)))
+
+
+def _planted_segmentation(scenes, front_first=True):
+    """Step of depth slot j: n - 1 - j (front first) or j (back first); background step n."""
+    n, h, w = scenes.labels.shape
+    seg = np.zeros((n, h, w), int)
+    for i in range(n):
+        k = int(scenes.n_objects[i])
+        for slot in range(k):
+            seg[i][scenes.labels[i] == slot + 1] = (k - 1 - slot) if front_first else slot
+        seg[i][scenes.labels[i] == 0] = k
+    return seg
+
+
+def test_depth_order_front_to_back_and_step_table():
+    sc = make_scenes(30, 32, "unique", random_state=3)  # one object of each class
+    good = depth_order(sc, _planted_segmentation(sc), n_steps=4)
+    assert good["fraction"] == 1.0
+    table = np.asarray(good["table"])
+    assert table.shape == (4, 4) and table[3, 3] == 30 and table[3, :3].sum() == 0
+    # back-to-front explanation of three objects is never in depth order
+    assert depth_order(sc, _planted_segmentation(sc, front_first=False), n_steps=4)["fraction"] == 0.0
+    # a fixed class order (circles, squares, triangles, background) ignores depth: only the
+    # scenes whose depth order happens to be that order count as correct
+    fixed = np.where(sc.labels == 0, 3, 0)
+    for i in range(len(sc)):
+        for slot in range(3):
+            fixed[i][sc.labels[i] == slot + 1] = sc.classes[i, slot]
+    got = depth_order(sc, fixed, n_steps=4)
+    expect = np.mean([list(sc.classes[i, ::-1]) == [0, 1, 2] for i in range(len(sc))])
+    assert got["fraction"] == pytest.approx(expect) and got["fraction"] < 0.5
+    assert (np.asarray(got["table"])[:3, :3] == np.diag([30, 30, 30])).all()
+    with pytest.raises(ValueError, match="segmentation"):
+        depth_order(sc, np.zeros((2, 3, 3), int), n_steps=4)
