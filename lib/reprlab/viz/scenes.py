@@ -118,8 +118,12 @@ def plot_layered_generation(out: dict, labels: Sequence[str] | None = None, max_
     return fig
 
 
-def plot_specialisation(spec: dict, title: str = "", ax=None):
-    """Class × expert table of :func:`reprlab.scenes.metrics.specialisation` as a heat map."""
+def plot_specialisation(spec: dict, title: str = "", ax=None, column_label: str = "e"):
+    """Class × expert table of :func:`reprlab.scenes.metrics.specialisation` as a heat map.
+
+    Also draws the class × step table of :func:`reprlab.scenes.metrics.depth_order`
+    (``column_label="t'="``: columns are inference steps, front first).
+    """
     table = np.asarray(spec["table"], float)
     rows = spec["rows"]
     if ax is None:
@@ -131,6 +135,7 @@ def plot_specialisation(spec: dict, title: str = "", ax=None):
     ax.set_yticks(range(len(rows)))
     ax.set_yticklabels(rows, fontsize=8)
     ax.set_xticks(range(table.shape[1]))
-    ax.set_xticklabels([f"e{k}" for k in range(table.shape[1])], fontsize=8)
+    first = 1 if column_label.startswith("t") else 0
+    ax.set_xticklabels([f"{column_label}{k + first}" for k in range(table.shape[1])], fontsize=8)
     ax.set_title(title, fontsize=9)
     return ax
