@@ -280,6 +280,24 @@ def main(argv: list[str] | None = None) -> dict:
             "suppression_per_family": _per_family(wpi["suppression"], fam),
             "plaid_per_family": _per_family(wpi["plaid"], fam),
         }
+        # neuron-level combinatorial code: binarised indices (above/below the mean over the
+        # verification set, as analysis.combinatorial_table does for clusters) vs the true flags
+        flags = {"phase": sub.phase_invariant.numpy(), "suppression": sub.surround_suppressed.numpy(),
+                 "plaid": sub.cross_orientation_inhibited.numpy()}
+        code_true = flags["phase"] * 1 + flags["suppression"] * 2 + flags["plaid"] * 4
+        codes = {}
+        for name, ind in (("twin", wpi), ("reference", ref)):
+            b = {k: (np.asarray(ind[k]) < np.nanmean(ind[k])) if k == "phase" else
+                 (np.asarray(ind[k]) > np.nanmean(ind[k])) for k in flags}
+            code = b["phase"] * 1 + b["suppression"] * 2 + b["plaid"] * 4
+            bal = {}
+            for k in flags:
+                y, p = flags[k][gl], b[k][gl]
+                bal[k] = 0.5 * (float((p & y).sum() / max(y.sum(), 1)) + float((~p & ~y).sum() / max((~y).sum(), 1)))
+            codes[name] = {"balanced_accuracy": bal, "code_agreement": float((code[gl] == code_true[gl]).mean()),
+                           "counts": np.bincount(code[gl], minlength=8).tolist()}
+        codes["truth_counts"] = np.bincount(code_true[gl], minlength=8).tolist()
+        report["neuron_codes"] = codes
         # identical stimuli: the reference's optimal Gabors, shown to both
         t0 = time.perf_counter()
         ws = ins.run_experiments(view, ref["params"], neurons=vidx, config=exp_cfg)

@@ -101,3 +101,28 @@ def test_cli_twin_rejects_file_out(tmp_path):
     r = subprocess.run([sys.executable, "-m", "reprlab", "v1", "twin", "--scale", "smoke", "--out", str(f)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "must be a folder" in r.stderr
+
+
+def test_truth_indices_recover_planted_families():
+    """The "true" indices (local search around each true RF, then eqs. 11-14) on a planted
+    population: suppression only in the surround families, COI only in the COI families,
+    phase invariance only in complex cells; DoG and corner cells get a real Gabor (a frequency
+    from the search grid, not a blob)."""
+    import torch
+    from reprlab.v1 import insilico as ins
+    from reprlab.v1 import stimuli as stim
+    from reprlab.v1.population import FAMILIES, sample_population
+    from reprlab.v1.twin import _truth_indices
+
+    torch.set_num_threads(1)
+    pop = sample_population(22, seed=4, family_weights={f: 1.0 for f in FAMILIES},
+                            calibration_images=stim.natural_images(48, seed=2))
+    res = _truth_indices(ins.PopulationModel(pop), pop, np.arange(len(pop)), ins.experiment_config("smoke"),
+                         False, return_params=True)
+    gl = pop.gabor_like.numpy()
+    ss, coi, cx = (pop.surround_suppressed.numpy(), pop.cross_orientation_inhibited.numpy(),
+                   pop.phase_invariant.numpy())
+    assert res["suppression"][ss].min() > 0.3 and res["suppression"][gl & ~ss].max() < 0.1
+    assert res["plaid"][coi].min() > 0.2 and res["plaid"][gl & ~coi].max() < 0.1
+    assert res["phase"][cx].max() < 0.3 < res["phase"][gl & ~cx].min()
+    assert res["params"].shape == (22, 7) and res["params"][~gl, 3].min() >= 0.03

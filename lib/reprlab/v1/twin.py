@@ -337,35 +337,54 @@ def _truth_indices(truth_model: Any, population: Any, vidx: np.ndarray, exp_cfg:
                    return_params: bool = False) -> dict[str, np.ndarray]:
     """The same Gabor experiments on the true neurons, with optimal Gabors found by a local grid
     search around each neuron's mapped RF parameters (as an experimenter would, after RF mapping).
-    ``return_params`` adds those optimal Gabors as ``"params"`` ``(len(vidx), 7)``."""
+
+    Gabor-family neurons: sizes 0.5-3 x, frequencies 0.8-1.25 x their RF's, orientations ±15°,
+    8 phases. Neurons without a preferred frequency (DoG and corner cells, ``spatial_frequency``
+    0): the frequencies and sizes of the default Gabor grid at 8 orientations and 8 phases, at
+    the RF centre (they used to get a 0.01 cycles/px "Gabor", i.e. a blob, whose indices did not
+    match what the twin's pipeline measures on the same truth). Then one refinement round.
+    ``return_params`` adds the optimal Gabors as ``"params"`` ``(len(vidx), 7)``."""
     from reprlab.v1 import insilico as ins
 
     pop = population
+    vidx = np.asarray(vidx)
     c = pop.center.cpu().numpy()[vidx]
     ori = pop.orientation.cpu().numpy()[vidx]
     sf = pop.spatial_frequency.cpu().numpy()[vidx]
     size = pop.size.cpu().numpy()[vidx]
-    sizes_f = np.array([0.5, 0.75, 1.0, 1.5, 2.0, 3.0])
-    sf_f = np.array([0.8, 1.0, 1.25])
-    d_ori = np.array([-np.pi / 12, 0.0, np.pi / 12])
     phases = np.arange(8) * 2 * np.pi / 8
-    g = np.stack(np.meshgrid(sizes_f, sf_f, d_ori, phases, indexing="ij"), -1).reshape(-1, 4)
+    local = np.stack(np.meshgrid([0.5, 0.75, 1.0, 1.5, 2.0, 3.0], [0.8, 1.0, 1.25], [-np.pi / 12, 0.0, np.pi / 12],
+                                 phases, indexing="ij"), -1).reshape(-1, 4)
+    grid = ins.gabor_grid("default")
+    broad = np.stack(np.meshgrid(grid.sizes, grid.spatial_frequencies, np.arange(8) * np.pi / 8, phases,
+                                 indexing="ij"), -1).reshape(-1, 4)
     n = len(vidx)
-    C = len(g)
-    P = np.zeros((n, C, 7))
-    P[:, :, 0] = c[:, None, 0]
-    P[:, :, 1] = c[:, None, 1]
-    P[:, :, 2] = size[:, None] * g[None, :, 0]
-    P[:, :, 3] = np.maximum(sf[:, None], 0.01) * g[None, :, 1]
-    P[:, :, 4] = 1.0
-    P[:, :, 5] = ori[:, None] + g[None, :, 2]
-    P[:, :, 6] = g[None, :, 3]
-    r = truth_model.diag_gabors(torch.as_tensor(P.reshape(-1, 7), dtype=torch.float32),
-                                torch.as_tensor(vidx).repeat_interleave(C)).reshape(n, C)
-    best = r.argmax(1).numpy()
-    params = torch.as_tensor(P[np.arange(n), best], dtype=torch.float32)
+    params = torch.zeros(n, 7)
+    best_r = torch.zeros(n)
+    for rows, g, mapped in ((np.flatnonzero(sf > 0), local, True), (np.flatnonzero(sf <= 0), broad, False)):
+        if not len(rows):
+            continue
+        C = len(g)
+        P = np.zeros((len(rows), C, 7))
+        P[:, :, 0] = c[rows, None, 0]
+        P[:, :, 1] = c[rows, None, 1]
+        P[:, :, 4] = 1.0
+        P[:, :, 6] = g[None, :, 3]
+        if mapped:
+            P[:, :, 2] = size[rows, None] * g[None, :, 0]
+            P[:, :, 3] = sf[rows, None] * g[None, :, 1]
+            P[:, :, 5] = ori[rows, None] + g[None, :, 2]
+        else:
+            P[:, :, 2] = g[None, :, 0]
+            P[:, :, 3] = g[None, :, 1]
+            P[:, :, 5] = g[None, :, 2]
+        r = truth_model.diag_gabors(torch.as_tensor(P.reshape(-1, 7), dtype=torch.float32),
+                                    torch.as_tensor(vidx[rows]).repeat_interleave(C)).reshape(len(rows), C)
+        best = r.argmax(1).numpy()
+        params[rows] = torch.as_tensor(P[np.arange(len(rows)), best], dtype=torch.float32)
+        best_r[rows] = r.max(1).values
     sub = ins.PopulationModel(pop.subset(vidx))
-    params, _, _ = ins._refine(sub, params, r.max(1).values, torch.arange(n), 1, ins._GABOR_STEPS, sub.diag_gabors,
+    params, _, _ = ins._refine(sub, params, best_r, torch.arange(n), 1, ins._GABOR_STEPS, sub.diag_gabors,
                                ins._clip_gabor, None)
     params = ins.canonical_gabor(params).numpy()
     res = ins.run_experiments(sub, params, config=exp_cfg, progress=progress)
