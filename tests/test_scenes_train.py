@@ -102,6 +102,11 @@ def test_evaluate_all_reports_id_and_ood(trained):
     for name in ("id", "ood_4to5", "ood_0to5"):
         assert 0 <= res[name]["mse"] < 1 and np.asarray(res[name]["specialisation"]["table"]).shape == (4, 3 + 1)
     assert res["ood_4to5"]["n_steps"] == 6
+    for name in ("id", "ood_4to5"):  # class x step table: every visible object is credited to one step
+        steps = np.asarray(res[name]["step_table"])
+        assert steps.shape == (4, res[name]["n_steps"])
+        assert steps.sum() == np.asarray(res[name]["specialisation"]["table"]).sum()
+        assert 0 <= res[name]["depth_order"] <= 1
     assert set(res["role_latents"]) <= {"circle", "square", "triangle", "background"}
     for fit in res["role_latents"].values():
         assert len(fit["loc"]) == model_cfg.latent_dim and min(fit["scale"]) > 0 and fit["n"] >= 5
