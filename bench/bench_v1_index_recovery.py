@@ -20,13 +20,27 @@ With ``--model`` (a twin fitted to ``--data``, ``python -m reprlab v1 fit``) als
 * ``natural_probe``: :func:`reprlab.v1.insilico.natural_surround_probe` on held-out natural images
   for twin and truth, per family (is the surround learned on the training distribution?);
 * ``reach``: fraction of each suppressed neuron's surround pool beyond the core's receptive
-  field radius (what the architecture can see at all).
+  field radius; ``truth_aperture``: the truth seen only through that field (an upper bound for
+  any twin of the architecture);
+* ``surround_in_prediction``: on new natural images, does the twin predict the suppressed
+  neurons or the same neurons without their surround?
+* ``feature_probe``: do the core's features (at the RF, and averaged over rings around it)
+  linearly predict the truth's log rate with its surround better than without?
+* ``verification``: the bundle's Fig. 5 tuning-curve fraction of oracle (``twin._verification``);
+  ``neuron_codes``: binarised indices vs the true family flags (neuron-level 8-way code).
 
-Usage::
+Usage (the results in ``bench/results``: ``v1_index_recovery.json`` default data and twin,
+``..._noiseless.json`` a twin fitted to the noise-free copy, ``..._legacy_surround.json`` the
+population's former log-Gabor surround)::
 
     python -m reprlab v1 simulate --scale default --out D
-    python -m reprlab v1 fit D --out M --threads 1        # optional (the twin part)
-    python bench/bench_v1_index_recovery.py --data D [--model M] [--n-verify 200] [--out JSON]
+    python -m reprlab v1 fit D --out M --threads 1 --no-glm        # optional (the twin parts)
+    python bench/bench_v1_index_recovery.py --data D [--model M] [--n-truth 60] [--work W]
+    python bench/bench_v1_index_recovery.py --write-noiseless D D0   # then fit D0 -> M0
+    python bench/bench_v1_index_recovery.py --data D --model M0 --parts twin,features \
+        --out bench/results/v1_index_recovery_noiseless.json
+    python bench/bench_v1_index_recovery.py --legacy-surround --parts truth,aperture --n-truth 30 \
+        --out bench/results/v1_index_recovery_legacy_surround.json
 
 Prints JSON (and writes ``--out``, default ``bench/results/v1_index_recovery.json``).
 """
@@ -78,6 +92,53 @@ def surround_reach(pop, radius: float) -> np.ndarray:
     num = s_out**2 * np.exp(-radius**2 / (2 * s_out**2)) - s_in**2 * np.exp(-radius**2 / (2 * s_in**2))
     frac = num / np.maximum(s_out**2 - s_in**2, 1e-12)
     return np.where(pop.surround_suppressed.numpy(), frac, np.nan)
+
+
+def _ridge_cv_r2(X: np.ndarray, y: np.ndarray, alpha: float = 1.0, folds: int = 5) -> float:
+    """5-fold cross-validated R^2 of ridge regression (standardised X, intercept)."""
+    n = len(y)
+    pred = np.zeros(n)
+    part = np.arange(n) % folds
+    for k in range(folds):
+        tr, te = part != k, part == k
+        mu, sd = X[tr].mean(0), X[tr].std(0) + 1e-6
+        A = (X[tr] - mu) / sd
+        w = np.linalg.solve(A.T @ A + alpha * len(A) * np.eye(A.shape[1]), A.T @ (y[tr] - y[tr].mean()))
+        pred[te] = ((X[te] - mu) / sd) @ w + y[tr].mean()
+    return float(1 - ((y - pred) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+
+
+def feature_probe(model, sub, images: np.ndarray, rings: tuple = ((2, 4), (4, 7))) -> dict[str, np.ndarray]:
+    """Do the twin core's features carry the surround? Per neuron, cross-validated ridge R^2 of the
+    truth's noise-free log rate on natural images from the core features at the neuron's RF
+    (``centre``) vs those plus the features averaged over rings of feature pixels around it
+    (``centre_rings``; signed weights, i.e. a subtractive surround a point readout cannot form).
+    Also the same for the neuron without its surround (``nosur_*``)."""
+    import dataclasses
+
+    x = torch.as_tensor(images)
+    with torch.no_grad():
+        feats = torch.cat([model.core_features(x[s:s + 128]) for s in range(0, len(x), 128)])
+    B, Fd, O, h, w = feats.shape
+    feats = feats.reshape(B, Fd * O, h, w).numpy()
+    pos = model.input_px_to_feature_px(sub.center.float()).numpy()
+    nosur = dataclasses.replace(sub, surround_strength=torch.zeros(len(sub)), _cache={})
+    y_all = np.log(sub.rate(x).numpy() + 1e-3)
+    y_ns = np.log(nosur.rate(x).numpy() + 1e-3)
+    yy, xx = np.mgrid[0:h, 0:w]
+    out = {k: np.zeros(len(sub)) for k in ("centre", "centre_rings", "nosur_centre", "nosur_centre_rings")}
+    for i in range(len(sub)):
+        cx, cy = pos[i]
+        d = np.hypot(xx - cx, yy - cy)
+        ix, iy = int(np.clip(round(cx), 0, w - 1)), int(np.clip(round(cy), 0, h - 1))
+        Xc = feats[:, :, iy, ix]
+        Xr = [feats[:, :, (d >= a) & (d < b)].mean(-1) for a, b in rings]
+        Xcr = np.concatenate([Xc, *Xr], 1)
+        out["centre"][i] = _ridge_cv_r2(Xc, y_all[:, i])
+        out["centre_rings"][i] = _ridge_cv_r2(Xcr, y_all[:, i])
+        out["nosur_centre"][i] = _ridge_cv_r2(Xc, y_ns[:, i])
+        out["nosur_centre_rings"][i] = _ridge_cv_r2(Xcr, y_ns[:, i])
+    return out
 
 
 def use_legacy_surround() -> None:
@@ -137,8 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n-truth", type=int, default=60,
                     help="neurons (of the verification set) for the slow truth-through-pipeline run")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--parts", default="truth,aperture,twin",
-                    help="comma list: truth (always), aperture (truth through the core's field), twin (needs --model)")
+    ap.add_argument("--parts", default="truth,aperture,twin,verification,features",
+                    help="comma list: truth, aperture (truth through the core field), twin and verification (need --model)")
     ap.add_argument("--aperture", type=float, default=14.0,
                     help="aperture half-width (px) without --model (default: the default core's 14 px)")
     ap.add_argument("--legacy-surround", action="store_true",
@@ -280,6 +341,37 @@ def main(argv: list[str] | None = None) -> dict:
             "suppression_per_family": _per_family(wpi["suppression"], fam),
             "plaid_per_family": _per_family(wpi["plaid"], fam),
         }
+        if "verification" in args.parts:
+            # the bundle's Fig. 5 verification (twin._verification) and Spearman table, on all neurons
+            from reprlab.v1.twin import _verification, twin_build_config
+
+            cfg = twin_build_config(args.scale, args.seed)
+            cfg["_grid"] = grid
+            t0 = time.perf_counter()
+            gab_all = ins.optimal_gabors(view, grid)
+            ver, extra = _verification(view, truth, pop, gab_all, cfg, args.seed, False)
+            exp_all = ins.run_experiments(view, gab_all.params[extra["vidx"]], neurons=extra["vidx"], config=exp_cfg)
+            timing["verification"] = time.perf_counter() - t0
+            same = np.array_equal(extra["vidx"], vidx)
+            report["verification"] = {
+                "tuning_curves_fraction_of_oracle": ver["mouse_model_all_stimuli"]["drive>=0"],
+                "twin_vs_noiseless_truth_corr": ver["twin_vs_noiseless_truth_corr"],
+                "spearman_twin_vs_truth": _spearman(exp_all["indices"], ref) if same else None,
+            }
+        if "features" in args.parts:
+            from reprlab.v1.model import V1Twin
+            from reprlab.v1.stimuli import natural_images as _nat
+
+            t0 = time.perf_counter()
+            fp = feature_probe(V1Twin.load(args.model), sub, _nat(2000, pop.image_shape, seed=args.seed + 777))
+            timing["feature_probe"] = time.perf_counter() - t0
+            ssm = sub.surround_suppressed.numpy() & gl
+            report["feature_probe"] = {
+                "note": "CV ridge R^2 of the truth's noise-free log rate from core features at the RF (centre) and "
+                        "plus rings around it (2-4, 4-7 feature px); medians over suppressed / other Gabor neurons",
+                **{f"{k}_suppressed": float(np.median(v[ssm])) for k, v in fp.items()},
+                **{f"{k}_other_gabor": float(np.median(v[gl & ~ssm])) for k, v in fp.items()},
+            }
         # neuron-level combinatorial code: binarised indices (above/below the mean over the
         # verification set, as analysis.combinatorial_table does for clusters) vs the true flags
         flags = {"phase": sub.phase_invariant.numpy(), "suppression": sub.surround_suppressed.numpy(),
