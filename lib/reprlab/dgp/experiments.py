@@ -63,7 +63,7 @@ LABELS = {"dsvi": "DSVI", "joint": "Jointly Gaussian", "joint-chain": "Jointly G
 TABLE1_PRESETS = {
     "smoke": dict(trials=2, steps=(40, 20, 10), lrs=(1e-2, 1e-3, 1e-4), eval_samples=200, var_samples=500, workers=1,
                   clip=10.0),
-    # the original optimisation (3 × 10,000 steps at 1e-3); ~270-360 CPU-s per scheme (10 trials side by
+    # the original optimisation (3 × 10,000 steps at 1e-3); ~320-365 CPU-s per scheme (10 trials side by
     # side), one single-threaded process per scheme
     "default": dict(trials=10, steps=(10000, 10000, 10000), lrs=(1e-3, 1e-3, 1e-3), eval_samples=1000,
                     var_samples=2000, workers=3, clip=None),
