@@ -1,5 +1,5 @@
 """Twin speed: seconds per training step (forward + backward + Adam, 36 x 64 images) of the
-default core (8 features x 8 orientations, kernels 13, 5, 5, 2 x 2 pooling after layer 1),
+default core (:data:`reprlab.v1.train.PRESETS`: 16 features x 8 orientations, kernels 13, 5, 5, 2 x 2 pooling after layer 1),
 dense factorised vs Gaussian-position readout, 2,000 and 13,000 neurons, batch 64 and the
 default preset's batch (:data:`reprlab.v1.train.PRESETS`); and the resulting wall and CPU
 seconds per epoch of 4,000 distinct training images (``--paper`` adds the thesis'
@@ -50,8 +50,10 @@ def main() -> dict:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     rows = []
     default_batch = int(PRESETS["default"]["batch_size"])
-    cases = [(8, 2, "gaussian", 2000, 64), (8, 2, "gaussian", 2000, default_batch), (8, 2, "factorized", 2000, 64),
-             (8, 2, "gaussian", 13000, 64), (8, 2, "factorized", 13000, 64), (4, 2, "gaussian", 2000, 64)]
+    f, pool = int(PRESETS["default"]["features"]), int(PRESETS["default"]["pool"])
+    cases = [(f, pool, "gaussian", 2000, 64), (f, pool, "gaussian", 2000, default_batch),
+             (f, pool, "factorized", 2000, 64), (f, pool, "gaussian", 13000, 64), (f, pool, "factorized", 13000, 64),
+             (f // 2, pool, "gaussian", 2000, 64)]
     if "--paper" in sys.argv:
         cases += [(16, 1, "gaussian", 2000, 64), (16, 1, "factorized", 2000, 64)]
     seen = set()
@@ -74,10 +76,10 @@ def main() -> dict:
         "load_average_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "default_preset_batch_size": default_batch,
         "image_shape": [36, 64],
-        "note": "rows use the default core unless features/pool differ; the default preset is features=8, pool=2",
+        "note": f"rows use the default core unless features/pool differ; the default preset is features={f}, pool={pool}",
         "rows": rows,
-        "dense_over_gaussian_2000": find(8, "factorized", 2000) / find(8, "gaussian", 2000),
-        "dense_over_gaussian_13000": find(8, "factorized", 13000) / find(8, "gaussian", 13000),
+        "dense_over_gaussian_2000": find(f, "factorized", 2000) / find(f, "gaussian", 2000),
+        "dense_over_gaussian_13000": find(f, "factorized", 13000) / find(f, "gaussian", 13000),
     }
     out = Path(__file__).resolve().parent / "results" / "v1_twin.json"
     out.parent.mkdir(parents=True, exist_ok=True)
