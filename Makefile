@@ -23,7 +23,7 @@ help:
 	@echo "make serve   build .venv if missing, serve the twin explorer + texture studio on $(HOST):$(PORT)"
 	@echo "make test    build .venv if missing, run unit, notebook (smoke) and app tests"
 	@echo "make lab     JupyterLab on notebooks/"
-	@echo "make twin    rebuild the default twin bundle into $(TWIN)"
+	@echo "make twin    rebuild the default twin bundle into $(TWIN) (~45 min on 2 idle cores)"
 	@echo "make bench   run the benchmarks (JSON into bench/results/)"
 
 $(STAMP): pyproject.toml

@@ -59,7 +59,7 @@ TRAIN_FORMAT = "reprlab.v1.train/1"
 #: free CPU cores: an epoch of 4,000 images costs ~100 s wall at 2 threads (compute-bound in the
 #: core, so batch 32 buys twice the Adam steps of batch 64 for the same cost), at most 16 epochs with
 #: two learning-rate decays (8 in practice). Measured on the default population against 8 features
-#: (half the cost): test correlation 0.716 vs 0.699, and Spearman of the in silico suppression index
+#: (0.4x the fit time): test correlation 0.716 vs 0.699, and Spearman of the in silico suppression index
 #: to the truth 0.44 vs 0.07 (the narrower core does not represent the surround; see the ch7 notebook).
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(
