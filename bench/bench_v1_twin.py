@@ -1,5 +1,5 @@
 """Twin speed: seconds per training step (forward + backward + Adam, 36 x 64 images) of the
-default core (:data:`reprlab.v1.train.PRESETS`: 16 features x 8 orientations, kernels 13, 5, 5, 2 x 2 pooling after layer 1),
+default core (width and pooling from :data:`reprlab.v1.train.PRESETS`, kernels 13, 5, 5; half its width as a row),
 dense factorised vs Gaussian-position readout, 2,000 and 13,000 neurons, batch 64 and the
 default preset's batch (:data:`reprlab.v1.train.PRESETS`); and the resulting wall and CPU
 seconds per epoch of 4,000 distinct training images (``--paper`` adds the thesis'
