@@ -107,10 +107,10 @@ def register(verbs) -> None:
     p.add_argument("--trials", type=int, default=None, help="trials per scheme (paper: 10)")
     p.add_argument("--steps", default=None, help="Adam steps per learning-rate stage, e.g. 6000,3000,1000")
     p.add_argument("--lrs", default=None, help="Adam learning rate per stage (default: the preset's; at the default "
-                   "scale the original code's constant 1e-3,1e-3,1e-3; the paper text's schedule: 1e-3,1e-4,1e-5)")
+                   "scale the paper text's 1e-3,1e-4,1e-5 over 28000,1000,1000 steps; the original code's: 1e-3,1e-3,1e-3 "
+                   "over 10000,10000,10000)")
     p.add_argument("--clip", type=float, default=None, help="per-replica gradient-norm clipping at this factor "
-                   "times the running typical norm (default: the preset's, off at the default scale as in the "
-                   "original code; 0 = off)")
+                   "times the running typical norm (default: the preset's, 10; 0 = off, as in the original code)")
     p.add_argument("--workers", type=int, default=None, help="processes (one scheme each)")
     p.add_argument("--draws", choices=("marginal", "joint"), default=None, help="how the ELBO draws the inner layer at "
                    "the data: point by point (default, the paper's text) or jointly over the points (the original "
