@@ -45,8 +45,8 @@ LABELS = {"dsvi": "DSVI", "joint": "Jointly Gaussian", "joint-chain": "Jointly G
 #
 # Learning rate. The paper text says "Adam from 1e-3 divided by 10 twice" (1e-3, 1e-4, 1e-5); the
 # original code's loop feeds the initial rate to every stage (the divided rate is computed but never
-# stored), so the published numbers come from 3 × 10,001 steps at a constant 1e-3. The fits keep
-# improving until ~28,000 steps at 1e-3 (DSVI's training ELBO passes 0 only after ~16,000), so the
+# stored), so the published numbers come from 3 × 10,001 steps at a constant 1e-3. The fits are
+# still improving at 30,000 steps of 1e-3 (DSVI's training ELBO passes 0 only after ~16,000), so the
 # text's rates with equal stages (10,000 each) stop them 30-50 nats lower; and at a constant 1e-3 the
 # last iterate is a noisy point whose ELBO moves by 4-12 nats (sd) from one 100-step snapshot to the
 # next. The default follows the text's rates with the original's 30,000 steps, decaying at the end:
