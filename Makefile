@@ -35,8 +35,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# --warm runs both apps once at start-up (~4-5 s before the server listens), so the first visitor's
-# page does not pay the imports: first twin-explorer page 0.8-0.9 s server-side instead of 2.7-4.0 s.
+# --warm runs both apps once at start-up (4-6 s before the server listens), so the first visitor's
+# page does not pay the imports: first twin-explorer page 0.7-0.9 s server-side instead of 2.7-4.0 s.
 serve: $(STAMP)
 	$(BIN)/panel serve $(APPS) --address $(HOST) --port $(PORT) --warm \
 		--allow-websocket-origin=$(HOST):$(PORT) --allow-websocket-origin=localhost:$(PORT) \
