@@ -31,7 +31,8 @@ With ``--model`` (a twin fitted to ``--data``, ``python -m reprlab v1 fit``) als
 
 Usage (the results in ``bench/results``: ``v1_index_recovery.json`` default data and twin,
 ``..._noiseless.json`` a twin fitted to the noise-free copy, ``..._legacy_surround.json`` the
-population's former log-Gabor surround)::
+population's former log-Gabor surround, ``..._modulated.json`` a twin fitted to a copy whose
+training images are half contrast-modulated)::
 
     python -m reprlab v1 simulate --scale default --out D
     python -m reprlab v1 fit D --out M --threads 1 --no-glm        # optional (the twin parts)
@@ -41,6 +42,9 @@ population's former log-Gabor surround)::
         --out bench/results/v1_index_recovery_noiseless.json
     python bench/bench_v1_index_recovery.py --legacy-surround --parts truth,aperture --n-truth 30 \
         --out bench/results/v1_index_recovery_legacy_surround.json
+    python bench/bench_v1_index_recovery.py --write-modulated D DM  # then fit DM -> MM (16 features)
+    python bench/bench_v1_index_recovery.py --data DM --model MM --parts twin,verification \
+        --out bench/results/v1_index_recovery_modulated.json
 
 Prints JSON (and writes ``--out``, default ``bench/results/v1_index_recovery.json``).
 """
@@ -188,6 +192,61 @@ def write_noiseless(src: str, dst: str) -> dict:
     return {"noiseless_copy": dst, "animals": out}
 
 
+def contrast_envelopes(n: int, shape: tuple[int, int], rng: np.random.Generator,
+                       sigma_px: tuple[float, float] = (4.0, 12.0), steepness: float = 4.0) -> np.ndarray:
+    """``n`` smooth random contrast envelopes in (0, 1): a logistic of blurred white noise (blur
+    std log-uniform in ``sigma_px``, z-scored, times ``steepness``), so an image multiplied by one
+    keeps its content in some regions and is grey in others."""
+    from scipy.ndimage import gaussian_filter
+
+    out = np.empty((n,) + tuple(shape))
+    for k in range(n):
+        sigma = float(np.exp(rng.uniform(np.log(sigma_px[0]), np.log(sigma_px[1]))))
+        field = gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
+        out[k] = 1.0 / (1.0 + np.exp(-steepness * (field - field.mean()) / field.std()))
+    return out
+
+
+def write_contrast_modulated(src: str, dst: str, fraction: float = 0.5, seed: int = 0) -> dict:
+    """Copy simulated folder(s) ``src`` to ``dst`` with a ``fraction`` of the training and
+    validation images multiplied by :func:`contrast_envelopes` (RMS contrast kept), responses
+    re-drawn from the truth (Poisson, same rates elsewhere); test images unchanged. Centre and
+    surround contrast then vary independently across images: does a twin learn the surround when
+    natural images decorrelate it from the centre? (``--write-modulated SRC DST``)."""
+    import dataclasses
+
+    from reprlab.v1.cli import _read_folders
+    from reprlab.v1.data import write_sensorium
+
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+    datasets = _read_folders(Path(src))
+    images = datasets[0].images
+    if any(ds.images.shape != images.shape or not np.array_equal(ds.images, images) for ds in datasets):
+        raise ValueError(f"all animals in {src} must share one image set (a simulated dataset)")
+    fit_images = np.unique(datasets[0].trial_image[datasets[0].tiers != "test"])
+    rng = np.random.default_rng(seed)
+    chosen = fit_images[rng.random(len(fit_images)) < fraction]
+    new = images.astype(np.float64)
+    env = contrast_envelopes(len(chosen), images.shape[1:], rng)
+    mod = new[chosen] * env
+    mod -= mod.mean(axis=(1, 2), keepdims=True)
+    mod *= new[chosen].std(axis=(1, 2), keepdims=True) / np.maximum(mod.std(axis=(1, 2), keepdims=True), 1e-6)
+    new[chosen] = mod
+    new = np.clip(new, -0.5, 0.5).astype(np.float32)
+    out = []
+    for a, ds in enumerate(datasets):
+        rates = ds.truth.rate(torch.as_tensor(new)).numpy()  # (images, neurons)
+        gen = torch.Generator().manual_seed(seed * 1000 + a + 1)
+        spikes = ds.truth.spikes(torch.as_tensor(rates[ds.trial_image]), generator=gen).numpy()
+        info = {**ds.info, "contrast_modulated": {"fraction": fraction, "seed": seed, "n_images": int(len(chosen))}}
+        copy = dataclasses.replace(ds, images=new, responses=spikes.astype(np.float32), info=info)
+        write_sensorium(copy, Path(dst) / ds.animal, overwrite=True)
+        out.append({"animal": ds.animal, "n_trials": int(len(ds.trial_image))})
+    return {"modulated_copy": dst, "n_modulated_images": int(len(chosen)), "n_fit_images": int(len(fit_images)),
+            "animals": out}
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=None, help="simulated Sensorium folder(s) (default: simulate in memory)")
@@ -208,10 +267,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "v1_index_recovery.json"))
     ap.add_argument("--write-noiseless", nargs=2, metavar=("SRC", "DST"), default=None,
                     help="only write a noise-free copy of simulated folder(s) SRC to DST and exit")
+    ap.add_argument("--write-modulated", nargs=2, metavar=("SRC", "DST"), default=None,
+                    help="only write a copy of SRC with half the training images contrast-modulated and exit")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.write_noiseless:
-        rep = write_noiseless(*args.write_noiseless)
+    if args.write_noiseless or args.write_modulated:
+        rep = write_noiseless(*args.write_noiseless) if args.write_noiseless else write_contrast_modulated(
+            *args.write_modulated, seed=args.seed)
         print(json.dumps(rep, indent=2))
         return rep
 
