@@ -42,7 +42,8 @@ training images are half contrast-modulated)::
         --out bench/results/v1_index_recovery_noiseless.json
     python bench/bench_v1_index_recovery.py --legacy-surround --parts truth,aperture --n-truth 30 \
         --out bench/results/v1_index_recovery_legacy_surround.json
-    python bench/bench_v1_index_recovery.py --write-modulated D DM  # then fit DM -> MM (16 features)
+    python bench/bench_v1_index_recovery.py --write-modulated D DM
+    python -m reprlab v1 fit DM --out MM --scale default --threads 2 --no-glm
     python bench/bench_v1_index_recovery.py --data DM --model MM --parts twin,verification \
         --out bench/results/v1_index_recovery_modulated.json
 
@@ -272,8 +273,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.write_noiseless or args.write_modulated:
-        rep = write_noiseless(*args.write_noiseless) if args.write_noiseless else write_contrast_modulated(
-            *args.write_modulated, seed=args.seed)
+        if args.write_noiseless:
+            rep = write_noiseless(*args.write_noiseless)
+        else:
+            rep = write_contrast_modulated(*args.write_modulated, seed=args.seed)
         print(json.dumps(rep, indent=2))
         return rep
 
