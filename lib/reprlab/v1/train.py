@@ -62,7 +62,7 @@ TRAIN_FORMAT = "reprlab.v1.train/1"
 #: (0.4x the fit time): test correlation 0.716 vs 0.699, and Spearman of the in silico suppression index
 #: to the truth 0.44 vs 0.07 (the narrower core does not represent the surround; see the ch7 notebook).
 #: Wider does not help further: 32 features (3x the time per epoch) gave suppression 0.40 vs 0.41 for 16
-#: features in the same measurement (``bench/results/v1_index_recovery_features32.json``).
+#: features trained 16 epochs, same measurement (``bench/results/v1_index_recovery_features32.json``).
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(
         features=4, num_rotations=8, kernel_sizes=[9, 5], downsample=1, pool=2, readout="gaussian",
