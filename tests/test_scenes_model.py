@@ -6,7 +6,8 @@ import pytest
 import torch
 from reprlab.scenes.econ import ECON, ECONConfig, bernoulli_kl, gaussian_kl, log1mexp
 from reprlab.scenes.expert import GConv, GInstanceNorm, GLinear
-from reprlab.scenes.sprites import make_scenes
+from reprlab.scenes.metrics import order_gap
+from reprlab.scenes.sprites import CLASSES, make_scenes
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
 SMALL = dict(image_size=16, n_experts=3, n_steps=3, latent_dim=3, vae_layers=2, vae_channels=6,
@@ -172,3 +173,24 @@ def test_bad_inputs(model):
         ECON(ECONConfig(**{**SMALL, "image_size": 18}))
     with pytest.raises(ValueError, match="unknown ECONConfig"):
         ECONConfig.from_dict({"colour": 1})
+
+
+def test_order_gap_scores_true_front_to_back_order(model):
+    sc = make_scenes(5, 16, "unique", classes="random", n_objects=(1, 3), random_state=4)
+    roles = {"circle": 0, "square": 1, "triangle": 2, "background": 2}
+    gap = order_gap(model, sc, roles, batch_size=2)
+    greedy, true = [], []
+    with torch.no_grad():
+        for i in range(len(sc)):  # one scene at a time: front object first, background last
+            n = int(sc.n_objects[i])
+            order = [roles[CLASSES[c]] for c in sc.classes[i, :n][::-1]] + [roles["background"]]
+            x = torch.from_numpy(sc.images[i:i + 1])
+            greedy.append(model.decompose(x, n_steps=n + 1, stochastic=False).loss.item())
+            true.append(model.decompose(x, n_steps=n + 1, stochastic=False,
+                                        forced_winners=torch.tensor([order])).loss.item())
+    assert len(set(sc.n_objects.tolist())) > 1  # several groups of object counts
+    assert gap["greedy_loss"] == pytest.approx(sum(greedy) / len(sc), rel=1e-4)
+    assert gap["true_order_loss"] == pytest.approx(sum(true) / len(sc), rel=1e-4)
+    assert gap["true_order_better"] == pytest.approx(sum(t < g for t, g in zip(true, greedy)) / len(sc))
+    with pytest.raises(ValueError, match="background"):
+        order_gap(model, sc, {"circle": 0, "square": 1, "triangle": 2})

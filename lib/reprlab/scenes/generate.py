@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from reprlab.scenes.econ import ECON
-from reprlab.scenes.metrics import evaluate
+from reprlab.scenes.metrics import evaluate, order_gap
 from reprlab.scenes.sprites import (
     CLASSES,
     OBJECT_RANGE,
@@ -161,6 +161,9 @@ def evaluate_all(
         results[name] = ev
     roles = roles or dict(results["id"]["specialisation"]["top_expert"])
     results["roles"] = roles
+    if all(roles.get(c) is not None for c in (*CLASSES, "background")):  # greedy vs true depth order
+        id_scenes = make_scenes(n, size, colour_mode, random_state=np.random.default_rng([seed, 0]), **sets["id"])
+        results["id"]["order_gap"] = order_gap(model, id_scenes, roles)
     # latent Gaussians per role, fitted on a separate set of training-distribution scenes
     fit_scenes = make_scenes(n, size, colour_mode, random_state=np.random.default_rng([seed, 77]))
     role_latents = fit_role_latents(model, fit_scenes, roles)

@@ -15,6 +15,10 @@
   The class × step table shows what each step explains; a model that explains the
   classes in a fixed order (e.g. always squares first, whatever their depth) has high
   ARI-FG but a low depth-order fraction.
+* Order gap: the objective (13) of the model's own greedy decomposition against the same
+  model made to explain each scene in its true depth order (front to back, background last,
+  each class by its expert). If the greedy order scores better, the learned experts
+  themselves prefer it — a local optimum of training, not a failure of the competition.
 """
 
 from __future__ import annotations
@@ -215,3 +219,42 @@ def evaluate(
         depth_order=order["fraction"],
         step_table=order["table"],
     )
+
+
+@torch.no_grad()
+def order_gap(
+    model: torch.nn.Module, scenes: SceneBatch, roles: dict[str, int | None], batch_size: int = 50,
+) -> dict[str, Any]:
+    """Objective (13) of the greedy decomposition vs the true front-to-back order (§5).
+
+    The true order explains the objects front to back, each by the expert of its class in
+    ``roles`` (class name or 'background' -> expert), then the background. Scenes are
+    grouped by object count (n_objects + 1 steps each). Returns the mean objective of
+    both (nats per scene, lower is better) and the fraction of scenes whose true order
+    scores better than the model's greedy order.
+    """
+    missing = [name for name in ROW_NAMES if roles.get(name) is None]
+    if missing:
+        raise ValueError(f"roles must name an expert for every class and the background; missing {missing}")
+    if len(scenes) == 0:
+        raise ValueError("order_gap needs at least one scene")
+    dev = next(model.parameters()).device
+    expert_of_row = torch.tensor([int(roles[name]) for name in ROW_NAMES])
+    was_training = model.training
+    model.eval()
+    greedy, true_order = np.empty(len(scenes)), np.empty(len(scenes))
+    try:
+        for count in np.unique(scenes.n_objects):
+            index = np.flatnonzero(scenes.n_objects == count)
+            for start in range(0, len(index), batch_size):
+                part = index[start:start + batch_size]
+                x = torch.from_numpy(scenes.images[part]).to(dev)
+                front_to_back = torch.from_numpy(scenes.classes[part, :count][:, ::-1].copy())
+                rows = torch.cat([front_to_back, torch.full((len(part), 1), len(CLASSES))], 1)
+                greedy[part] = model.decompose(x, n_steps=count + 1, stochastic=False).loss.cpu().numpy()
+                forced = model.decompose(x, n_steps=count + 1, stochastic=False, forced_winners=expert_of_row[rows])
+                true_order[part] = forced.loss.cpu().numpy()
+    finally:
+        model.train(was_training)
+    return dict(greedy_loss=float(greedy.mean()), true_order_loss=float(true_order.mean()),
+                true_order_better=float(np.mean(true_order < greedy)), n_images=len(scenes))
