@@ -111,3 +111,13 @@ def test_determinism_and_bad_inputs():
         classify_shape(np.zeros((2, 2, 2)))
     with pytest.raises(ValueError, match=r"\(N, T, H, W\)"):
         compose(torch.zeros(1, 1, 3, 4, 4), torch.zeros(1, 4, 4))
+
+
+def test_objects_share_one_size_unless_a_range_is_given(scenes):
+    def square_sides(batch):
+        return {int(batch.shapes[i, j].any(0).sum()) for i in range(len(batch))
+                for j in range(int(batch.n_objects[i])) if batch.classes[i, j] == CLASSES.index("square")}
+
+    assert square_sides(scenes) == {11}  # appendix C.1: positions random, one size (35 % of 32 px)
+    varied = make_scenes(40, 32, "unique", size_range=(8, 14), random_state=5)
+    assert len(square_sides(varied)) > 3 and square_sides(varied) <= set(range(8, 15))

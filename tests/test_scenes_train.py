@@ -20,7 +20,7 @@ from reprlab.scenes.generate import (
 )
 from reprlab.scenes.metrics import evaluate
 from reprlab.scenes.sprites import make_scenes
-from reprlab.scenes.train import load_model, make_configs, save_model, train, validation_scenes
+from reprlab.scenes.train import load_model, make_configs, save_model, temperature_at, train, validation_scenes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -180,3 +180,16 @@ def test_random_search_samples_c4_ranges(tmp_path):
     assert rep["best"]["best_val"] == min(t["best_val"] for t in rep["trials"])
     with pytest.raises(ValueError, match="n_trials"):
         random_search("unique", scale="smoke", n_trials=0)
+
+
+def test_competition_temperature_holds_then_anneals_geometrically():
+    model_cfg, cfg = make_configs("default", "unique")
+    assert cfg.temperature_start == 1.0 and model_cfg.temperature == pytest.approx(0.1)
+    start, length = cfg.anneal_start, cfg.anneal_steps
+    assert temperature_at(0, model_cfg, cfg) == temperature_at(start, model_cfg, cfg) == 1.0
+    assert temperature_at(start + length // 2, model_cfg, cfg) == pytest.approx(0.1**0.5)  # geometric midpoint
+    assert temperature_at(start + length, model_cfg, cfg) == temperature_at(10**6, model_cfg, cfg) == pytest.approx(0.1)
+    smoke_model, smoke = make_configs("smoke", "unique")  # no schedule: the model's τ throughout
+    assert temperature_at(5, smoke_model, smoke) == smoke_model.temperature
+    with pytest.raises(ValueError, match="anneal_start"):
+        make_configs("default", "unique", anneal_start=-1)

@@ -84,8 +84,14 @@ class SceneBatch:
 
 
 def default_size_range(image_size: int) -> tuple[int, int]:
-    """Object bounding-box side range used at ``image_size`` (about 25–45 % of the image)."""
-    return max(3, int(round(0.25 * image_size))), max(4, int(round(0.45 * image_size)))
+    """Object bounding-box side at ``image_size``: one fixed size, 35 % of the image.
+
+    Appendix C.1 randomises only the positions, and the paper's expert samples show "the
+    same object in different spatial positions" (Fig. 1B), so every object has one size.
+    Pass ``size_range`` to :func:`make_scenes` for scenes with varied sizes.
+    """
+    side = max(3, int(round(0.35 * image_size)))
+    return side, side
 
 
 def shape_mask(cls: int, size: int, top: int, left: int, image_size: int) -> np.ndarray:
