@@ -20,7 +20,14 @@ from reprlab.scenes.generate import (
 )
 from reprlab.scenes.metrics import evaluate
 from reprlab.scenes.sprites import make_scenes
-from reprlab.scenes.train import load_model, make_configs, save_model, temperature_at, train, validation_scenes
+from reprlab.scenes.train import (
+    load_model,
+    make_configs,
+    save_model,
+    temperature_at,
+    train,
+    validation_scenes,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
