@@ -64,7 +64,6 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-
 @dataclass
 class TrainConfig:
     """Optimisation settings (appendix C.3)."""
