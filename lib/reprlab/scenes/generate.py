@@ -159,10 +159,11 @@ def evaluate_all(
         ev["specialisation"]["table"] = np.asarray(ev["specialisation"]["table"]).tolist()
         ev["n_steps"] = steps
         results[name] = ev
+        if name == "id":
+            id_scenes = scenes
     roles = roles or dict(results["id"]["specialisation"]["top_expert"])
     results["roles"] = roles
     if all(roles.get(c) is not None for c in (*CLASSES, "background")):  # greedy vs true depth order
-        id_scenes = make_scenes(n, size, colour_mode, random_state=np.random.default_rng([seed, 0]), **sets["id"])
         results["id"]["order_gap"] = order_gap(model, id_scenes, roles)
     # latent Gaussians per role, fitted on a separate set of training-distribution scenes
     fit_scenes = make_scenes(n, size, colour_mode, random_state=np.random.default_rng([seed, 77]))
