@@ -138,6 +138,43 @@ def test_only_winners_receive_gradients(images):
     assert m.experts.decoder.head.weight.grad[w0].abs().sum() > 0
 
 
+def test_expected_loss_is_probability_weighted_average_of_expert_losses(images):
+    # one step: E_k~P [loss of winner k] has a closed form, Σ_k P(k) · loss(k); each loss(k)
+    # is computed with k forced as the winner on the same noise
+    torch.manual_seed(6)
+    m = ECON(ECONConfig(**{**SMALL, "n_experts": 4}))
+    x = images[:3]
+    d = m.decompose(x, n_steps=1, stochastic=True, generator=torch.Generator().manual_seed(2),
+                    temperature=300.0, expected_loss=True)
+    per_expert = []
+    with torch.no_grad():
+        for k in range(4):
+            forced = torch.full((3, 1), k, dtype=torch.long)
+            dk = m.decompose(x, n_steps=1, stochastic=True, generator=torch.Generator().manual_seed(2),
+                             forced_winners=forced)
+            per_expert.append(dk.loss)
+    ref = (d.probs[:, 0] * torch.stack(per_expert, 1)).sum(1)
+    assert d.probs[:, 0].min() > 0.05  # the competition is soft here, so the average is not one term
+    torch.testing.assert_close(d.loss.detach(), ref, rtol=1e-4, atol=1e-3)
+
+
+def test_expected_loss_trains_all_experts_and_reduces_to_winner_when_sharp(images):
+    torch.manual_seed(4)
+    m = ECON(ECONConfig(**{**SMALL, "n_experts": 4}))
+    d = m.decompose(images[:1], n_steps=2, stochastic=True, generator=torch.Generator().manual_seed(3),
+                    temperature=300.0, expected_loss=True)
+    d.loss.sum().backward()
+    assert (m.experts.attention.head.weight.grad.reshape(4, -1).abs().sum(1) > 0).all()
+    # at a vanishing temperature P is one-hot, so the average is the sampled winner's loss
+    kwargs = dict(n_steps=3, stochastic=True, temperature=1e-6)
+    sharp = m.decompose(images, generator=torch.Generator().manual_seed(5), expected_loss=True, **kwargs)
+    sampled = m.decompose(images, generator=torch.Generator().manual_seed(5), **kwargs)
+    assert torch.equal(sharp.winners, sampled.winners)
+    torch.testing.assert_close(sharp.loss, sampled.loss, rtol=1e-4, atol=1e-3)
+    with pytest.raises(ValueError, match="forced_winners"):
+        m.decompose(images[:1], n_steps=1, forced_winners=torch.zeros(1, 1, dtype=torch.long), expected_loss=True)
+
+
 def test_generation_layers_back_to_front(model):
     out = model.generate([0, 1, 2, 1], n=3, generator=torch.Generator().manual_seed(0))
     assert out["image"].shape == (3, 3, 16, 16) and out["layers"].shape == (3, 4, 3, 16, 16)

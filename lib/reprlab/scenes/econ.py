@@ -214,6 +214,7 @@ class ECON(nn.Module):
         generator: torch.Generator | None = None,
         temperature: float | None = None,
         forced_winners: torch.Tensor | None = None,
+        expected_loss: bool = False,
     ) -> Decomposition:
         """Decompose images (B, 3, H, W) in ``n_steps`` competition steps (default: config).
 
@@ -222,6 +223,12 @@ class ECON(nn.Module):
         (B, S) fixes the expert per step (e.g. to score a given assignment). When autograd
         is on, the competition runs without gradients for all K experts and the winners
         are recomputed (same inputs, same noise) with gradients: only winners are trained.
+
+        ``expected_loss`` (training): the returned ``loss`` is, at every step, the average of
+        all K experts' terms (13) weighted by their win probabilities P(k) (held constant)
+        instead of the sampled winner's terms alone. Its expectation over the winner draw
+        is the same; it is the Rao–Blackwellised estimate, and it trains every expert in
+        proportion to its chance of winning. The scope still follows the sampled winner.
         """
         self._check_images(x)
         cfg = self.config
@@ -232,25 +239,34 @@ class ECON(nn.Module):
         tau = cfg.temperature if temperature is None else float(temperature)
         if tau <= 0:
             raise ValueError(f"temperature must be > 0, got {tau}")
+        if expected_loss and forced_winners is not None:
+            raise ValueError("expected_loss averages over the competition; it cannot be used with forced_winners")
         if forced_winners is not None and tuple(forced_winners.shape) != (x.shape[0], steps):
             raise ValueError(f"forced_winners must have shape {(x.shape[0], steps)}, got {tuple(forced_winners.shape)}")
         n, k = x.shape[0], cfg.n_experts
         grad = torch.is_grad_enabled()
+        expected = expected_loss and grad
         log_s = torch.zeros(n, *x.shape[2:], device=x.device, dtype=x.dtype)
         rows = torch.arange(n, device=x.device)
         out: dict[str, list[torch.Tensor]] = {key: [] for key in (
             "winners", "scopes", "regions", "appearances", "shapes", "objective", "probs",
             "loss_x", "loss_z", "loss_r", "latents")}
+        if expected:
+            out["expected"] = []
         for step in range(steps):
             last = step == steps - 1
             eps = None
             if stochastic:
                 gdev = generator.device if generator is not None else x.device
                 eps = torch.randn(n, k, cfg.latent_dim, generator=generator, device=gdev).to(x.device, x.dtype)
-            with torch.no_grad():  # competition: all experts, one batched pass
+            with torch.set_grad_enabled(expected):  # competition: all experts, one batched pass
                 terms = self.expert_terms(x, log_s, last, eps)
-                objective = self.competition_objective(terms)
+            with torch.no_grad():
+                objective = self.competition_objective({key: v.detach() for key, v in terms.items()})
                 probs = torch.softmax(-objective / tau, dim=1)
+            if expected:
+                out["expected"].append((probs * (terms["loss_x"] + cfg.beta * terms["loss_z"]
+                                                 + cfg.gamma * terms["loss_r"])).sum(1))
             if forced_winners is not None:
                 win = forced_winners[:, step].to(x.device).long()
                 if win.min() < 0 or win.max() >= k:
@@ -260,7 +276,7 @@ class ECON(nn.Module):
                 win = torch.multinomial(src, 1, generator=generator)[:, 0].to(x.device)
             else:
                 win = objective.argmin(1)
-            if grad:  # recompute the winners only, with gradients
+            if grad and not expected:  # recompute the winners only, with gradients
                 w_eps = None if eps is None else eps[rows, win].unsqueeze(1)
                 sel = {key: v[:, 0] for key, v in self.expert_terms(x, log_s, last, w_eps, idx=win).items()}
             else:
@@ -278,7 +294,10 @@ class ECON(nn.Module):
             if not last:  # eq. (14): s_{t-1} = s_t ⊙ (1 − α_t) with the winner's attention
                 log_s = log_s + log1mexp(sel["log_alpha"])
         stacked = {key: torch.stack(v, dim=1) for key, v in out.items()}
-        loss = (stacked["loss_x"] + cfg.beta * stacked["loss_z"] + cfg.gamma * stacked["loss_r"]).sum(1)
+        if expected:
+            loss = stacked.pop("expected").sum(1)
+        else:
+            loss = (stacked["loss_x"] + cfg.beta * stacked["loss_z"] + cfg.gamma * stacked["loss_r"]).sum(1)
         return Decomposition(**stacked, loss=loss)
 
     def forward(self, x: torch.Tensor, **kwargs) -> Decomposition:

@@ -82,6 +82,7 @@ class TrainConfig:
     temperature_start: float | None = None
     anneal_start: int = 0
     anneal_steps: int = 0
+    expected_loss: bool = False
     threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -196,7 +197,7 @@ def train(
         saved = load_checkpoint(ckpt_path, map_location=dev)
         if saved.get("model_config") != model_cfg.to_dict():
             raise ValueError(f"{ckpt_path} was trained with model config {saved.get('model_config')}, not {model_cfg.to_dict()}")
-        saved_train = dict(saved.get("train_config", {}))
+        saved_train = TrainConfig.from_dict(saved.get("train_config", {})).to_dict()  # defaults for newer keys
         now = cfg.to_dict()
         for key in ("max_steps", "max_minutes", "threads"):  # budget settings may change on resume
             saved_train.pop(key, None)
@@ -239,7 +240,7 @@ def train(
             x = torch.from_numpy(training_batch(cfg, model_cfg.image_size, step)).to(dev)
             gen.manual_seed(cfg.seed * 1_000_003 + step)
             tau = temperature_at(step, model_cfg, cfg)
-            d = model.decompose(x, stochastic=True, generator=gen, temperature=tau)
+            d = model.decompose(x, stochastic=True, generator=gen, temperature=tau, expected_loss=cfg.expected_loss)
             loss = d.loss.mean()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss {loss.item()} at step {step}")
