@@ -175,6 +175,26 @@ def test_expected_loss_trains_all_experts_and_reduces_to_winner_when_sharp(image
         m.decompose(images[:1], n_steps=1, forced_winners=torch.zeros(1, 1, dtype=torch.long), expected_loss=True)
 
 
+@pytest.mark.parametrize("region_kl", [False, True])
+def test_last_step_is_the_background_layer_with_shape_one(images, region_kl):
+    # footnotes 2 and 7: r_1 = s_1 and m_1 = 1, so eq. (7) gives p(r_1) = q(r_1) and KL (12) = 0;
+    # the legacy setting keeps KL(s_1 ‖ s_1 ⊙ m̃) and so trains the last winner's shape to 1
+    torch.manual_seed(7)
+    m = ECON(ECONConfig(**SMALL, last_step_region_kl=region_kl))
+    d = m.decompose(images, n_steps=2, stochastic=True, generator=torch.Generator().manual_seed(1))
+    last = d.loss_r[:, -1]
+    shape_head = m.experts.decoder.head.weight  # (K, 4, C, 1, 1); channel 3 is the shape logit
+    d.loss_r[:, -1].sum().backward()
+    shape_grad = shape_head.grad[:, 3].abs().sum()
+    if region_kl:
+        assert (last > 1.0).all() and shape_grad > 0
+    else:
+        assert torch.equal(last, torch.zeros_like(last))
+        assert torch.equal(d.shapes[:, -1], torch.ones_like(d.shapes[:, -1]))
+        assert shape_grad == 0
+        assert (d.loss_r[:, 0] > 0).all()  # earlier steps keep their region KL
+
+
 def test_generation_layers_back_to_front(model):
     out = model.generate([0, 1, 2, 1], n=3, generator=torch.Generator().manual_seed(0))
     assert out["image"].shape == (3, 3, 16, 16) and out["layers"].shape == (3, 4, 3, 16, 16)

@@ -78,6 +78,12 @@ def test_model_file_round_trip(trained, tmp_path):
     assert meta["roles"] == {"background": 0} and meta["config"] == model_cfg.to_dict()
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "missing.pt")
+    # a file written before `last_step_region_kl` existed loads with the term it was trained with
+    old = torch.load(path, weights_only=True)
+    old["config"] = {k: v for k, v in old["config"].items() if k != "last_step_region_kl"}
+    torch.save(old, tmp_path / "old.pt")
+    legacy, _ = load_model(tmp_path / "old.pt")
+    assert legacy.config.last_step_region_kl and not model.config.last_step_region_kl
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError):
         load_model(tmp_path / "junk.pt")

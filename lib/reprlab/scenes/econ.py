@@ -10,7 +10,10 @@ keeps the competition stochastic while experts are still similar and decisive on
 differ — the regime the paper describes. Only the winner's terms enter the objective
 (13) L_x + β L_z + γ L_r, so only winners receive gradients.
 The scope is then updated with the winner's attention (eq. 14) and the last step takes
-the whole remaining scope. The region KL (12) uses the scope-multiplied generated shape
+the whole remaining scope (footnote 7). That last layer is the background, whose shape is
+m_1 = 1 (footnote 2), so eq. (7) gives p(r_1) = Bern(s_1) = q(r_1) and its region KL (12)
+is zero: the last winner's shape decoder is not trained to fill the image
+(``last_step_region_kl=True`` restores that term, as files trained before it was dropped have). The region KL (12) uses the scope-multiplied generated shape
 s_t ⊙ m̃ (eq. 7), so decoders may inpaint full, occluded shapes.
 
 Regions are parametrised as r̃_t = s_t ⊙ α_t with α_t = a_k(x, s_t) ∈ [0, 1], so the scope
@@ -56,6 +59,7 @@ class ECONConfig:
     temperature: float = 1.0
     sigma_x: float = 0.1
     competition_norm: str = "pixels"
+    last_step_region_kl: bool = False
 
     def __post_init__(self) -> None:
         self.attention_channels = tuple(int(c) for c in self.attention_channels)
@@ -191,9 +195,14 @@ class ECON(nn.Module):
         rgb, mlogit = self.experts.decoder(z, idx)
         loss_x = (r.unsqueeze(2) * (x.unsqueeze(1) - rgb).pow(2)).sum((2, 3, 4)) / (2 * cfg.sigma_x**2)
         loss_z = gaussian_kl(mu, logvar)
-        log_p = ls + nn.functional.logsigmoid(mlogit)  # eq. (7): p(r) = Bern(s ⊙ m̃)
-        loss_r = bernoulli_kl(log_r, log_p).sum((2, 3))
-        return dict(log_alpha=log_alpha, regions=r, mu=mu, rgb=rgb, shape=torch.sigmoid(mlogit),
+        shape = torch.sigmoid(mlogit)
+        if last and not cfg.last_step_region_kl:  # background layer: m_1 = 1, r_1 = s_1, KL = 0
+            shape = torch.ones_like(shape)
+            loss_r = torch.zeros_like(loss_x)
+        else:
+            log_p = ls + nn.functional.logsigmoid(mlogit)  # eq. (7): p(r) = Bern(s ⊙ m̃)
+            loss_r = bernoulli_kl(log_r, log_p).sum((2, 3))
+        return dict(log_alpha=log_alpha, regions=r, mu=mu, rgb=rgb, shape=shape,
                     loss_x=loss_x, loss_z=loss_z, loss_r=loss_r)
 
     def competition_objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -168,6 +168,15 @@ def _jsonable_eval(ev: dict) -> dict:
     return out
 
 
+# Settings added after files were written, with the value those older files were trained with.
+LEGACY_MODEL_DEFAULTS: dict[str, Any] = dict(competition_norm="sum", last_step_region_kl=True)
+
+
+def legacy_model_config(saved: dict) -> ECONConfig:
+    """The ECONConfig of a saved file; keys it predates get the behaviour it was trained with."""
+    return ECONConfig.from_dict({**LEGACY_MODEL_DEFAULTS, **saved})
+
+
 def train(
     model_cfg: ECONConfig,
     cfg: TrainConfig,
@@ -195,7 +204,7 @@ def train(
     ckpt_path = Path(checkpoint) if checkpoint is not None else None
     if ckpt_path is not None and resume and ckpt_path.exists():
         saved = load_checkpoint(ckpt_path, map_location=dev)
-        if saved.get("model_config") != model_cfg.to_dict():
+        if legacy_model_config(saved.get("model_config", {})).to_dict() != model_cfg.to_dict():
             raise ValueError(f"{ckpt_path} was trained with model config {saved.get('model_config')}, not {model_cfg.to_dict()}")
         saved_train = TrainConfig.from_dict(saved.get("train_config", {})).to_dict()  # defaults for newer keys
         now = cfg.to_dict()
@@ -322,9 +331,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device | None = None
         saved = dict(saved, roles={}, metrics=saved["state"].get("best_eval") or {}, provenance={})
     else:
         raise ValueError(f"{path}: not an ECON model file (kind {saved.get('kind')!r})")
-    cfg = dict(cfg)
-    cfg.setdefault("competition_norm", "sum")  # files written before the per-pixel score existed
-    model = ECON(ECONConfig.from_dict(cfg))
+    model = ECON(legacy_model_config(cfg))
     model.load_state_dict(sd)
     model.to(pick_device(device)).eval()
     meta = {k: v for k, v in saved.items() if k not in ("state_dict", "model", "optimizer")}
