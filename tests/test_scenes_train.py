@@ -78,12 +78,15 @@ def test_model_file_round_trip(trained, tmp_path):
     assert meta["roles"] == {"background": 0} and meta["config"] == model_cfg.to_dict()
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "missing.pt")
-    # a file written before `last_step_region_kl` existed loads with the term it was trained with
-    old = torch.load(path, weights_only=True)
-    old["config"] = {k: v for k, v in old["config"].items() if k != "last_step_region_kl"}
+    # a file written before a setting existed loads with the behaviour it was trained with
+    newer = ECON(model_cfg, last_step_region_kl=False)
+    save_model(tmp_path / "new.pt", newer, train_cfg)
+    old = torch.load(tmp_path / "new.pt", weights_only=True)
+    old["config"] = {k: v for k, v in old["config"].items() if k not in ("last_step_region_kl", "competition_norm")}
     torch.save(old, tmp_path / "old.pt")
-    legacy, _ = load_model(tmp_path / "old.pt")
-    assert legacy.config.last_step_region_kl and not model.config.last_step_region_kl
+    assert not load_model(tmp_path / "new.pt")[0].config.last_step_region_kl
+    legacy = load_model(tmp_path / "old.pt")[0].config
+    assert legacy.last_step_region_kl and legacy.competition_norm == "sum"
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError):
         load_model(tmp_path / "junk.pt")

@@ -10,10 +10,12 @@ keeps the competition stochastic while experts are still similar and decisive on
 differ — the regime the paper describes. Only the winner's terms enter the objective
 (13) L_x + β L_z + γ L_r, so only winners receive gradients.
 The scope is then updated with the winner's attention (eq. 14) and the last step takes
-the whole remaining scope (footnote 7). That last layer is the background, whose shape is
-m_1 = 1 (footnote 2), so eq. (7) gives p(r_1) = Bern(s_1) = q(r_1) and its region KL (12)
-is zero: the last winner's shape decoder is not trained to fill the image
-(``last_step_region_kl=True`` restores that term, as files trained before it was dropped have). The region KL (12) uses the scope-multiplied generated shape
+the whole remaining scope (footnote 7). Objective (13) as derived in appendix A.1 keeps the
+region KL (12) at that step too, which trains the last winner's shape decoder towards the
+whole remaining scope. ``last_step_region_kl=False`` instead reads the last layer as the
+background of footnote 2 (m_1 = 1): eq. (7) then gives p(r_1) = Bern(s_1) = q(r_1), so the
+term is zero and the last winner's shape decoder is left alone (measured in
+``data/scenes/README.md``; not the default). The region KL (12) uses the scope-multiplied generated shape
 s_t ⊙ m̃ (eq. 7), so decoders may inpaint full, occluded shapes.
 
 Regions are parametrised as r̃_t = s_t ⊙ α_t with α_t = a_k(x, s_t) ∈ [0, 1], so the scope
@@ -59,7 +61,7 @@ class ECONConfig:
     temperature: float = 1.0
     sigma_x: float = 0.1
     competition_norm: str = "pixels"
-    last_step_region_kl: bool = False
+    last_step_region_kl: bool = True
 
     def __post_init__(self) -> None:
         self.attention_channels = tuple(int(c) for c in self.attention_channels)
