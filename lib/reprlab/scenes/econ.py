@@ -8,15 +8,16 @@ sums over pixels (10^2–10^4 nats here), which makes that softmax a hard arg-mi
 step; by default N = H·W (``competition_norm='pixels'``: the score in nats per pixel), which
 keeps the competition stochastic while experts are still similar and decisive once they
 differ — the regime the paper describes. Only the winner's terms enter the objective
-(13) L_x + β L_z + γ L_r, so only winners receive gradients.
+(13) L_x + β L_z + γ L_r, so only winners receive gradients (``expected_loss`` in
+:meth:`ECON.decompose` weights all experts' terms by their win probabilities instead).
 The scope is then updated with the winner's attention (eq. 14) and the last step takes
 the whole remaining scope (footnote 7). Objective (13) as derived in appendix A.1 keeps the
 region KL (12) at that step too, which trains the last winner's shape decoder towards the
 whole remaining scope. ``last_step_region_kl=False`` instead reads the last layer as the
 background of footnote 2 (m_1 = 1): eq. (7) then gives p(r_1) = Bern(s_1) = q(r_1), so the
 term is zero and the last winner's shape decoder is left alone (measured in
-``data/scenes/README.md``; not the default). The region KL (12) uses the scope-multiplied generated shape
-s_t ⊙ m̃ (eq. 7), so decoders may inpaint full, occluded shapes.
+``data/scenes/README.md``; not the default). The region KL (12) uses the scope-multiplied
+generated shape s_t ⊙ m̃ (eq. 7), so decoders may inpaint full, occluded shapes.
 
 Regions are parametrised as r̃_t = s_t ⊙ α_t with α_t = a_k(x, s_t) ∈ [0, 1], so the scope
 update s_{t−1} = s_t ⊙ (1 − α_t) = s_t − r̃_t equals eq. (14) for binary scopes and makes
