@@ -178,7 +178,7 @@ def test_expected_loss_trains_all_experts_and_reduces_to_winner_when_sharp(image
 @pytest.mark.parametrize("region_kl", [False, True])
 def test_last_step_is_the_background_layer_with_shape_one(images, region_kl):
     # footnotes 2 and 7: r_1 = s_1 and m_1 = 1, so eq. (7) gives p(r_1) = q(r_1) and KL (12) = 0;
-    # the legacy setting keeps KL(s_1 ‖ s_1 ⊙ m̃) and so trains the last winner's shape to 1
+    # the default (appendix A.1 as written) keeps KL(s_1 ‖ s_1 ⊙ m̃) and trains the last winner's shape to 1
     torch.manual_seed(7)
     m = ECON(ECONConfig(**SMALL, last_step_region_kl=region_kl))
     d = m.decompose(images, n_steps=2, stochastic=True, generator=torch.Generator().manual_seed(1))
