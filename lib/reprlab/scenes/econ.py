@@ -208,6 +208,10 @@ class ECON(nn.Module):
         return dict(log_alpha=log_alpha, regions=r, mu=mu, rgb=rgb, shape=shape,
                     loss_x=loss_x, loss_z=loss_z, loss_r=loss_r)
 
+    def objective_13(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        """L_x + β L_z + γ L_r of objective (13), elementwise over the terms' shape."""
+        return terms["loss_x"] + self.config.beta * terms["loss_z"] + self.config.gamma * terms["loss_r"]
+
     def competition_objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
         """λ L_x(k) + L_r(k) of §5.2 per image and expert (B, K), scaled by ``competition_norm``."""
         cfg = self.config
@@ -277,8 +281,7 @@ class ECON(nn.Module):
                 objective = self.competition_objective({key: v.detach() for key, v in terms.items()})
                 probs = torch.softmax(-objective / tau, dim=1)
             if expected:
-                out["expected"].append((probs * (terms["loss_x"] + cfg.beta * terms["loss_z"]
-                                                 + cfg.gamma * terms["loss_r"])).sum(1))
+                out["expected"].append((probs * self.objective_13(terms)).sum(1))
             if forced_winners is not None:
                 win = forced_winners[:, step].to(x.device).long()
                 if win.min() < 0 or win.max() >= k:
@@ -309,7 +312,7 @@ class ECON(nn.Module):
         if expected:
             loss = stacked.pop("expected").sum(1)
         else:
-            loss = (stacked["loss_x"] + cfg.beta * stacked["loss_z"] + cfg.gamma * stacked["loss_r"]).sum(1)
+            loss = self.objective_13(stacked).sum(1)
         return Decomposition(**stacked, loss=loss)
 
     def forward(self, x: torch.Tensor, **kwargs) -> Decomposition:
