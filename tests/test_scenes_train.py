@@ -165,6 +165,15 @@ def test_cli_export_evaluate_sample_and_errors(trained, tmp_path, capsys):
     code, text = _cli(capsys, "evaluate", "--checkpoint", str(out), "--n", "5", "--json")
     assert code == 0, text
     assert "ari_fg" in json.loads(text)["id"]
+    refined = tmp_path / "refined.pt"
+    code, text = _cli(capsys, "refine", "--checkpoint", str(out), "--out", str(refined), "--steps", "3",
+                      "--n-scenes", "4", "--n-test", "6", "--quiet", "--json")
+    assert code == 0, text
+    assert json.loads(text)["refinement"]["steps"] == 3
+    (before, _), (after, meta) = load_model(out), load_model(refined)
+    assert meta["provenance"]["source"]["sha256"] and meta["provenance"]["refinement"]["n_rows"] == 4 * 4
+    for k, v in before.experts.attention.state_dict().items():  # refinement leaves the attention nets alone
+        assert torch.equal(v, after.experts.attention.state_dict()[k]), k
     code, text = _cli(capsys, "sample", "--checkpoint", str(out), "--objects", "0,1,2", "--experts", "--n", "2",
                       "--out", str(tmp_path / "s.png"), "--json")
     assert code == 0, text
@@ -181,7 +190,7 @@ def test_cli_help_lists_verbs():
     res = subprocess.run([sys.executable, "-m", "reprlab", "scenes", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 0
-    for verb in ("train", "export", "evaluate", "sample", "search"):
+    for verb in ("train", "export", "refine", "evaluate", "sample", "search"):
         assert verb in res.stdout
 
 

@@ -1,4 +1,4 @@
-"""``python -m reprlab scenes train|export|evaluate|sample|search [--json]``."""
+"""``python -m reprlab scenes train|export|refine|evaluate|sample|search [--json]``."""
 
 from __future__ import annotations
 
@@ -44,6 +44,18 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--note", default="", help="provenance note stored in the file")
     _add_common(p)
     p.set_defaults(handler=_export)
+
+    p = verbs.add_parser("refine", help="train a model file's VAEs on its own frozen decompositions, then re-evaluate")
+    p.add_argument("--checkpoint", required=True, help="model file or training checkpoint")
+    p.add_argument("--out", required=True, help="new model file")
+    p.add_argument("--steps", type=int, default=6000, help="Adam steps (batch 64)")
+    p.add_argument("--n-scenes", type=int, default=4000, help="training-distribution scenes decomposed once")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--n-test", type=int, default=200)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_common(p)
+    p.set_defaults(handler=_refine)
 
     p = verbs.add_parser("evaluate", help="metrics on in-distribution and out-of-distribution scenes")
     p.add_argument("--checkpoint", required=True, help="model file or training checkpoint")
@@ -126,6 +138,19 @@ def _export(args: argparse.Namespace) -> dict:
     from reprlab.scenes.generate import export_model
 
     return export_model(args.checkpoint, args.out, n_test=args.n_test, device=args.device, note=args.note)
+
+
+def _refine(args: argparse.Namespace) -> dict:
+    import torch
+
+    from reprlab.scenes.refine import refine_model_file
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    note = (f"python -m reprlab scenes refine --checkpoint {args.checkpoint} --steps {args.steps} "
+            f"--n-scenes {args.n_scenes} --seed {args.seed}")
+    return refine_model_file(args.checkpoint, args.out, steps=args.steps, n_scenes=args.n_scenes, seed=args.seed,
+                             n_test=args.n_test, device=args.device, progress=not args.quiet, note=note)
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
