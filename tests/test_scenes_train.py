@@ -186,6 +186,21 @@ def test_cli_export_evaluate_sample_and_errors(trained, tmp_path, capsys):
     assert code == 2 and "unknown setting" in text
 
 
+def test_cli_settings_parse_booleans_and_configs_reject_strings():
+    from reprlab.scenes.cli import _overrides
+    from reprlab.scenes.econ import ECONConfig
+    from reprlab.scenes.train import TrainConfig
+
+    got = _overrides(["last_step_region_kl=False", "expected_loss=true", "beta=9.54", "attention_channels=[8,16]",
+                      "competition_norm=sum", "max_steps=None"])
+    assert got == dict(last_step_region_kl=False, expected_loss=True, beta=9.54, attention_channels=(8, 16),
+                       competition_norm="sum", max_steps=None)
+    with pytest.raises(ValueError, match="last_step_region_kl must be True or False, got 'False'"):
+        ECONConfig(last_step_region_kl="False")
+    with pytest.raises(ValueError, match="expected_loss must be True or False"):
+        TrainConfig(expected_loss="no")
+
+
 def test_cli_help_lists_verbs():
     res = subprocess.run([sys.executable, "-m", "reprlab", "scenes", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)

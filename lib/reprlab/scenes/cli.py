@@ -90,19 +90,23 @@ def register(verbs: argparse._SubParsersAction) -> None:
 
 
 def _overrides(pairs: list[str]) -> dict:
+    """``KEY=VALUE`` strings to settings: JSON values, Python's True/False/None, else strings."""
     import json
 
+    literals = {"true": True, "false": False, "none": None, "null": None}
     out = {}
     for item in pairs:
         if "=" not in item:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-        if isinstance(out[key.strip()], list):
-            out[key.strip()] = tuple(out[key.strip()])
+        key, text = (part.strip() for part in item.split("=", 1))
+        if text.lower() in literals:
+            value = literals[text.lower()]
+        else:
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                value = text
+        out[key] = tuple(value) if isinstance(value, list) else value
     return out
 
 

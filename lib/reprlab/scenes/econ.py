@@ -75,6 +75,8 @@ class ECONConfig:
                 raise ValueError(f"ECONConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if self.lam < 0:
             raise ValueError(f"ECONConfig.lam must be >= 0, got {self.lam!r}")
+        if not isinstance(self.last_step_region_kl, bool):
+            raise ValueError(f"ECONConfig.last_step_region_kl must be True or False, got {self.last_step_region_kl!r}")
         if self.competition_norm not in COMPETITION_NORMS:
             raise ValueError(f"ECONConfig.competition_norm must be one of {COMPETITION_NORMS}, got {self.competition_norm!r}")
 

@@ -101,6 +101,8 @@ class TrainConfig:
             raise ValueError(f"temperature_start must be > 0 or None, got {self.temperature_start}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {self.seed!r}")
+        if not isinstance(self.expected_loss, bool):
+            raise ValueError(f"TrainConfig.expected_loss must be True or False, got {self.expected_loss!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
