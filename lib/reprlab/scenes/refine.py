@@ -149,12 +149,17 @@ def refine_model_file(
     metrics = evaluate_all(model, tcfg.colour_mode, n=n_test)
     roles = metrics.pop("roles")
     role_latents = metrics.pop("role_latents")
-    prov = dict(meta.get("provenance") or {})
-    prov = dict(command=note, date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                refinement=report, source=dict(path=str(source), sha256=sha256_file(source), provenance=prov),
-                **{k: prov[k] for k in ("steps_trained", "best_step", "seed") if k in prov})
+    prov = refined_provenance(meta.get("provenance") or {}, report, source, sha256_file(source), note)
     save_model(out, model, tcfg, roles=roles, metrics=metrics, provenance=prov, role_latents=role_latents)
     ident = metrics["id"]
     return dict(out=str(out), roles=roles, refinement={k: v for k, v in report.items() if k != "curve_every_100"},
                 id=dict(ari_fg=ident["ari_fg"], msc=ident["msc"], specialisation=ident["specialisation"]["fraction"]),
                 generation=metrics["generation"], generation_fitted_latents=metrics["generation_fitted_latents"])
+
+
+def refined_provenance(source_prov: dict, report: dict, source: str | os.PathLike, source_sha256: str, note: str) -> dict:
+    """The training provenance (history, steps, timings) kept at top level, plus the refinement."""
+    keep = {k: v for k, v in source_prov.items() if k not in ("command", "date", "refinement", "source")}
+    return dict(keep, command=note, date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                refinement=report, source=dict(path=str(source), sha256=source_sha256,
+                                               command=source_prov.get("command"), date=source_prov.get("date")))
