@@ -187,12 +187,13 @@ class ECON(nn.Module):
         """
         n = x.shape[0]
         g = self.config.n_experts if idx is None else 1
+        ls = log_scope.unsqueeze(1)  # (B, 1, H, W); one node, so gradients sum in a fixed order
         if last:  # footnote 7: the last step takes the whole remaining scope
             log_alpha = torch.zeros(n, g, *x.shape[2:], device=x.device, dtype=x.dtype)
         else:
-            log_alpha = nn.functional.logsigmoid(self.experts.attention(x, log_scope.unsqueeze(1), idx))
-        log_r = log_scope.unsqueeze(1) + log_alpha  # log r̃ = log s + log α
-        return dict(log_alpha=log_alpha, **self.vae_terms(x, log_scope, log_r, last, eps, idx))
+            log_alpha = nn.functional.logsigmoid(self.experts.attention(x, ls, idx))
+        log_r = ls + log_alpha  # log r̃ = log s + log α
+        return dict(log_alpha=log_alpha, **self.vae_terms(x, ls, log_r, last, eps, idx))
 
     def vae_terms(
         self,
@@ -203,21 +204,20 @@ class ECON(nn.Module):
         eps: torch.Tensor | None = None,
         idx: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Terms (10)–(12) of the experts' VAEs for given regions log r̃ (B, G, H, W).
+        """Terms (10)–(12) of the experts' VAEs for log-scopes (B, 1, H, W) and regions log r̃ (B, G, H, W).
 
         ``last`` (bool, or a (B,) bool tensor per image) marks the last inference step, whose
         region KL follows ``last_step_region_kl``. Used by :meth:`expert_terms` after the
         attention nets, and on its own to refine the VAEs on frozen regions.
         """
         cfg = self.config
-        ls = log_scope.unsqueeze(1)  # (B, 1, H, W)
         r = log_region.exp()
         mu, logvar = self.experts.encoder(x, r, idx)
         z = mu if eps is None else mu + (0.5 * logvar).exp() * eps
         rgb, mlogit = self.experts.decoder(z, idx)
         loss_x = (r.unsqueeze(2) * (x.unsqueeze(1) - rgb).pow(2)).sum((2, 3, 4)) / (2 * cfg.sigma_x**2)
         loss_z = gaussian_kl(mu, logvar)
-        log_p = ls + nn.functional.logsigmoid(mlogit)  # eq. (7): p(r) = Bern(s ⊙ m̃)
+        log_p = log_scope + nn.functional.logsigmoid(mlogit)  # eq. (7): p(r) = Bern(s ⊙ m̃)
         loss_r = bernoulli_kl(log_region, log_p).sum((2, 3))
         shape = torch.sigmoid(mlogit)
         if not cfg.last_step_region_kl:  # background layer: m_1 = 1, r_1 = s_1, KL = 0

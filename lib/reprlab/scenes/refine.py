@@ -69,7 +69,7 @@ def vae_objective(model: ECON, data: FrozenSteps, index: torch.Tensor, generator
     if generator is not None:
         eps = torch.randn(len(index), 1, model.config.latent_dim, generator=generator,
                           device=generator.device).to(x.device, x.dtype)
-    terms = model.vae_terms(x, data.log_scopes[index], data.log_regions[index].unsqueeze(1),
+    terms = model.vae_terms(x, data.log_scopes[index].unsqueeze(1), data.log_regions[index].unsqueeze(1),
                             data.last[index], eps=eps, idx=win)
     return model.objective_13({k: v[:, 0] for k, v in terms.items() if k.startswith("loss_")})
 
