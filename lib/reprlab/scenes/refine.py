@@ -135,7 +135,9 @@ def refine_model_file(
     """Refine a model file's VAEs, re-evaluate it, and write the result as a new model file.
 
     Roles are re-derived from the new evaluation (the competition uses the decoders, so
-    winners may change). The source file's provenance is kept under ``source``.
+    winners may change). The training provenance (history, steps, timings) stays at the top
+    level; ``refinement`` holds this run's report and ``source`` the source file's path,
+    sha256, command and date.
     """
     from reprlab.io import sha256_file
     from reprlab.scenes.generate import evaluate_all
