@@ -14,7 +14,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,9 @@ from reprlab.scenes.sprites import (
     classify_shape,
     make_scenes,
 )
+
+if TYPE_CHECKING:
+    from reprlab.scenes.train import TrainConfig
 
 TEST_SETS: dict[str, dict[str, Any]] = {
     # in distribution: one object of each class, random depth order
@@ -194,12 +197,28 @@ def evaluate_all(
     return results
 
 
+def evaluate_and_save(
+    model: ECON, train_config: TrainConfig, out: str | os.PathLike, provenance: dict, n_test: int = 200,
+) -> tuple[dict[str, Any], dict[str, int | None]]:
+    """:func:`evaluate_all` the model, then write it with its roles, role latents and metrics.
+
+    Returns (metrics without roles and role latents, roles).
+    """
+    from reprlab.scenes.train import save_model
+
+    metrics = evaluate_all(model, train_config.colour_mode, n=n_test)
+    roles = metrics.pop("roles")
+    role_latents = metrics.pop("role_latents")
+    save_model(out, model, train_config, roles=roles, metrics=metrics, provenance=provenance, role_latents=role_latents)
+    return metrics, roles
+
+
 def export_model(
     checkpoint: str | os.PathLike, out: str | os.PathLike, n_test: int = 200, device: str | None = None, note: str = ""
 ) -> dict[str, Any]:
     """Evaluate a training checkpoint's best model and write it as a small model file."""
     from reprlab.io import load_checkpoint, sha256_file
-    from reprlab.scenes.train import TrainConfig, load_model, save_model
+    from reprlab.scenes.train import TrainConfig, load_model
 
     model, _ = load_model(checkpoint, device=device)
     saved = load_checkpoint(checkpoint)
@@ -207,9 +226,6 @@ def export_model(
         raise ValueError(f"{checkpoint} is not a training checkpoint")
     tcfg = TrainConfig.from_dict(saved["train_config"])
     st = saved["state"]
-    metrics = evaluate_all(model, tcfg.colour_mode, n=n_test)
-    roles = metrics.pop("roles")
-    role_latents = metrics.pop("role_latents")
     prov = dict(
         command=note, date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         steps_trained=st["step"], best_step=st.get("best_step"), best_val_loss=st["best_val"],
@@ -217,7 +233,7 @@ def export_model(
         seed=tcfg.seed, source_checkpoint_sha256=sha256_file(checkpoint),
         history=[{k: v for k, v in h.items() if k != "table"} for h in st["history"]],
     )
-    save_model(out, model, tcfg, roles=roles, metrics=metrics, provenance=prov, role_latents=role_latents)
+    metrics, roles = evaluate_and_save(model, tcfg, out, prov, n_test)
     size = Path(out).stat().st_size
     summary = {name: {k: m[k] for k in ("ari_fg", "msc", "mse")} | dict(
         spec_fraction=m["specialisation"]["fraction"], dedicated=m["specialisation"]["dedicated"])

@@ -122,7 +122,6 @@ def refine_vaes(
             if callback is not None and callback(step + 1, curve[-1]):
                 stopped = True
                 break
-    model.eval()
     return dict(objective_before=before, objective_after=mean_objective(), steps=len(curve), stopped=stopped,
                 n_scenes=n_scenes, n_rows=len(data), wins=torch.bincount(data.winners.cpu(), minlength=model.n_experts).tolist(),
                 curve_every_100=[float(np.mean(curve[i:i + 100])) for i in range(0, len(curve), 100)])
@@ -140,19 +139,16 @@ def refine_model_file(
     sha256, command and date.
     """
     from reprlab.io import sha256_file
-    from reprlab.scenes.generate import evaluate_all
-    from reprlab.scenes.train import TrainConfig, load_model, save_model
+    from reprlab.scenes.generate import evaluate_and_save
+    from reprlab.scenes.train import TrainConfig, load_model
 
     model, meta = load_model(source, device=device)
     tcfg = TrainConfig.from_dict(meta.get("train_config") or {})
     start = time.monotonic()
     report = refine_vaes(model, tcfg.colour_mode, steps=steps, n_scenes=n_scenes, seed=seed, progress=progress)
     report["seconds"] = time.monotonic() - start
-    metrics = evaluate_all(model, tcfg.colour_mode, n=n_test)
-    roles = metrics.pop("roles")
-    role_latents = metrics.pop("role_latents")
     prov = refined_provenance(meta.get("provenance") or {}, report, source, sha256_file(source), note)
-    save_model(out, model, tcfg, roles=roles, metrics=metrics, provenance=prov, role_latents=role_latents)
+    metrics, roles = evaluate_and_save(model, tcfg, out, prov, n_test)
     ident = metrics["id"]
     return dict(out=str(out), roles=roles, refinement={k: v for k, v in report.items() if k != "curve_every_100"},
                 id=dict(ari_fg=ident["ari_fg"], msc=ident["msc"], specialisation=ident["specialisation"]["fraction"]),
