@@ -195,6 +195,35 @@ def test_last_step_is_the_background_layer_with_shape_one(images, region_kl):
         assert (d.loss_r[:, 0] > 0).all()  # earlier steps keep their region KL
 
 
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_background_expert_takes_the_last_step_only(images, stochastic):
+    # footnotes 2 and 5: one of the K classes is the background, and it is layer t = 1
+    torch.manual_seed(8)
+    free = ECON(ECONConfig(**SMALL))
+    bg = ECON(ECONConfig(**SMALL, background_expert=1))
+    bg.load_state_dict(free.state_dict())
+    x = images.repeat(8, 1, 1, 1)
+
+    def run(m: ECON):
+        with torch.no_grad():
+            return m.decompose(x, n_steps=3, stochastic=stochastic, generator=torch.Generator().manual_seed(2),
+                               temperature=50.0)
+
+    d_free, d = run(free), run(bg)
+    if stochastic:  # unconstrained, expert 1 wins some early steps and loses some last ones
+        assert (d_free.winners[:, :-1] == 1).any() and (d_free.winners[:, -1] != 1).any()
+    assert (d.winners[:, -1] == 1).all() and (d.winners[:, :-1] != 1).all()
+    torch.testing.assert_close(d.probs[:, -1, 1], torch.ones(len(x)))
+    assert (d.probs[:, :-1, 1] == 0).all()
+    # at the first step (same scope, same noise) the other experts compete exactly as before
+    first = d_free.probs[:, 0].clone()
+    first[:, 1] = 0
+    torch.testing.assert_close(d.probs[:, 0], first / first.sum(1, keepdim=True))
+    for bad in (3, -1, True, 1.0):
+        with pytest.raises(ValueError, match="background_expert"):
+            ECONConfig(**SMALL, background_expert=bad)
+
+
 def test_generation_layers_back_to_front(model):
     out = model.generate([0, 1, 2, 1], n=3, generator=torch.Generator().manual_seed(0))
     assert out["image"].shape == (3, 3, 16, 16) and out["layers"].shape == (3, 4, 3, 16, 16)

@@ -16,7 +16,10 @@ region KL (12) at that step too, which trains the last winner's shape decoder to
 whole remaining scope. ``last_step_region_kl=False`` instead reads the last layer as the
 background of footnote 2 (m_1 = 1): eq. (7) then gives p(r_1) = Bern(s_1) = q(r_1), so the
 term is zero and the last winner's shape decoder is left alone (measured in
-``data/scenes/README.md``; not the default). The region KL (12) uses the scope-multiplied
+``data/scenes/README.md``; not the default). ``background_expert=j`` reads footnote 5 (K − 1
+object classes and background) with footnote 2 literally: expert j is the background class,
+so it takes the last inference step (layer t = 1) and the earlier steps compete among the
+other K − 1 experts; the default (None) lets every expert compete at every step. The region KL (12) uses the scope-multiplied
 generated shape s_t ⊙ m̃ (eq. 7), so decoders may inpaint full, occluded shapes.
 
 Regions are parametrised as r̃_t = s_t ⊙ α_t with α_t = a_k(x, s_t) ∈ [0, 1], so the scope
@@ -63,6 +66,7 @@ class ECONConfig:
     sigma_x: float = 0.1
     competition_norm: str = "pixels"
     last_step_region_kl: bool = True
+    background_expert: int | None = None
 
     def __post_init__(self) -> None:
         self.attention_channels = tuple(int(c) for c in self.attention_channels)
@@ -77,6 +81,11 @@ class ECONConfig:
             raise ValueError(f"ECONConfig.lam must be >= 0, got {self.lam!r}")
         if not isinstance(self.last_step_region_kl, bool):
             raise ValueError(f"ECONConfig.last_step_region_kl must be True or False, got {self.last_step_region_kl!r}")
+        bg = self.background_expert
+        if bg is not None and (isinstance(bg, bool) or not isinstance(bg, int) or not 0 <= bg < self.n_experts):
+            raise ValueError(f"ECONConfig.background_expert must be None or an expert index in 0..{self.n_experts - 1}, got {bg!r}")
+        if bg is not None and self.n_experts < 2:
+            raise ValueError("ECONConfig.background_expert needs at least 2 experts (background + objects)")
         if self.competition_norm not in COMPETITION_NORMS:
             raise ValueError(f"ECONConfig.competition_norm must be one of {COMPETITION_NORMS}, got {self.competition_norm!r}")
 
@@ -231,14 +240,21 @@ class ECON(nn.Module):
         """L_x + β L_z + γ L_r of objective (13), elementwise over the terms' shape."""
         return terms["loss_x"] + self.config.beta * terms["loss_z"] + self.config.gamma * terms["loss_r"]
 
-    def competition_objective(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        """λ L_x(k) + L_r(k) of §5.2 per image and expert (B, K), scaled by ``competition_norm``."""
+    def competition_objective(self, terms: dict[str, torch.Tensor], last: bool = False) -> torch.Tensor:
+        """λ L_x(k) + L_r(k) of §5.2 per image and expert (B, K), scaled by ``competition_norm``.
+
+        With a ``background_expert``, experts barred from this step (the background before the
+        last step, every object expert at it) score +inf, so they never win.
+        """
         cfg = self.config
         score = cfg.lam * terms["loss_x"] + terms["loss_r"]
         if cfg.competition_norm == "pixels":
-            return score / terms["regions"][0, 0].numel()
-        if cfg.competition_norm == "region":
-            return score / terms["regions"].sum((2, 3)).clamp(min=1.0)
+            score = score / terms["regions"][0, 0].numel()
+        elif cfg.competition_norm == "region":
+            score = score / terms["regions"].sum((2, 3)).clamp(min=1.0)
+        if cfg.background_expert is not None:
+            is_bg = torch.arange(cfg.n_experts, device=score.device) == cfg.background_expert
+            score = score.masked_fill(is_bg != last, float("inf"))
         return score
 
     def decompose(
@@ -297,7 +313,7 @@ class ECON(nn.Module):
             with torch.set_grad_enabled(expected):  # competition: all experts, one batched pass
                 terms = self.expert_terms(x, log_s, last, eps)
             with torch.no_grad():
-                objective = self.competition_objective({key: v.detach() for key, v in terms.items()})
+                objective = self.competition_objective({key: v.detach() for key, v in terms.items()}, last)
                 probs = torch.softmax(-objective / tau, dim=1)
             if expected:
                 out["expected"].append((probs * self.objective_13(terms)).sum(1))
