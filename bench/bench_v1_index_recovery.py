@@ -208,16 +208,10 @@ def contrast_envelopes(n: int, shape: tuple[int, int], rng: np.random.Generator,
     return out
 
 
-def write_contrast_modulated(src: str, dst: str, fraction: float = 0.5, seed: int = 0) -> dict:
-    """Copy simulated folder(s) ``src`` to ``dst`` with a ``fraction`` of the training and
-    validation images multiplied by :func:`contrast_envelopes` (RMS contrast kept), responses
-    re-drawn from the truth (Poisson, same rates elsewhere); test images unchanged. Centre and
-    surround contrast then vary independently across images: does a twin learn the surround when
-    natural images decorrelate it from the centre? (``--write-modulated SRC DST``)."""
-    import dataclasses
-
+def _choose_images(src: str, fraction: float, seed: int):
+    """Read simulated folder(s) ``src`` (one shared image set) and draw a ``fraction`` of its
+    training/validation images: (datasets, images, fit image indices, chosen indices, rng)."""
     from reprlab.v1.cli import _read_folders
-    from reprlab.v1.data import write_sensorium
 
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
@@ -228,6 +222,34 @@ def write_contrast_modulated(src: str, dst: str, fraction: float = 0.5, seed: in
     fit_images = np.unique(datasets[0].trial_image[datasets[0].tiers != "test"])
     rng = np.random.default_rng(seed)
     chosen = fit_images[rng.random(len(fit_images)) < fraction]
+    return datasets, images, fit_images, chosen, rng
+
+
+def _write_with_images(datasets, new: np.ndarray, dst: str, seed: int, info_key: str, info: dict) -> list[dict]:
+    """Write ``datasets`` to ``dst`` with images ``new``: responses re-drawn from the truth
+    (Poisson at the new rates; unchanged images get new draws too), ``info[info_key] = info``."""
+    import dataclasses
+
+    from reprlab.v1.data import write_sensorium
+
+    out = []
+    for a, ds in enumerate(datasets):
+        rates = ds.truth.rate(torch.as_tensor(new)).numpy()  # (images, neurons)
+        gen = torch.Generator().manual_seed(seed * 1000 + a + 1)
+        spikes = ds.truth.spikes(torch.as_tensor(rates[ds.trial_image]), generator=gen).numpy()
+        copy = dataclasses.replace(ds, images=new, responses=spikes.astype(np.float32), info={**ds.info, info_key: info})
+        write_sensorium(copy, Path(dst) / ds.animal, overwrite=True)
+        out.append({"animal": ds.animal, "n_trials": int(len(ds.trial_image))})
+    return out
+
+
+def write_contrast_modulated(src: str, dst: str, fraction: float = 0.5, seed: int = 0) -> dict:
+    """Copy simulated folder(s) ``src`` to ``dst`` with a ``fraction`` of the training and
+    validation images multiplied by :func:`contrast_envelopes` (RMS contrast kept), responses
+    re-drawn from the truth (Poisson, same rates elsewhere); test images unchanged. Centre and
+    surround contrast then vary independently across images: does a twin learn the surround when
+    natural images decorrelate it from the centre? (``--write-modulated SRC DST``)."""
+    datasets, images, fit_images, chosen, rng = _choose_images(src, fraction, seed)
     new = images.astype(np.float64)
     env = contrast_envelopes(len(chosen), images.shape[1:], rng)
     mod = new[chosen] * env
@@ -235,16 +257,48 @@ def write_contrast_modulated(src: str, dst: str, fraction: float = 0.5, seed: in
     mod *= new[chosen].std(axis=(1, 2), keepdims=True) / np.maximum(mod.std(axis=(1, 2), keepdims=True), 1e-6)
     new[chosen] = mod
     new = np.clip(new, -0.5, 0.5).astype(np.float32)
-    out = []
-    for a, ds in enumerate(datasets):
-        rates = ds.truth.rate(torch.as_tensor(new)).numpy()  # (images, neurons)
-        gen = torch.Generator().manual_seed(seed * 1000 + a + 1)
-        spikes = ds.truth.spikes(torch.as_tensor(rates[ds.trial_image]), generator=gen).numpy()
-        info = {**ds.info, "contrast_modulated": {"fraction": fraction, "seed": seed, "n_images": int(len(chosen))}}
-        copy = dataclasses.replace(ds, images=new, responses=spikes.astype(np.float32), info=info)
-        write_sensorium(copy, Path(dst) / ds.animal, overwrite=True)
-        out.append({"animal": ds.animal, "n_trials": int(len(ds.trial_image))})
+    info = {"fraction": fraction, "seed": seed, "n_images": int(len(chosen))}
+    out = _write_with_images(datasets, new, dst, seed, "contrast_modulated", info)
     return {"modulated_copy": dst, "n_modulated_images": int(len(chosen)), "n_fit_images": int(len(fit_images)),
+            "animals": out}
+
+
+def gabor_mixtures(n: int, shape: tuple[int, int], rng: np.random.Generator, max_patches: int = 3,
+                   plaid_fraction: float = 0.3) -> np.ndarray:
+    """``n`` images of 1..``max_patches`` Gabor patches (eq. (1) of the Methods; a ``plaid_fraction``
+    of them plaids) at uniform positions, with log-uniform sizes (σ 3-40 px) and spatial
+    frequencies (0.03-0.2 cycles/px) and uniform orientation, phase and contrast (0.2-1), summed
+    and clipped to [-0.5, 0.5]. Patches of every size around every position drive centres and
+    surrounds (and orthogonal components) independently - the parametric stimuli of option (ii)."""
+    from reprlab.v1 import stimuli as stim
+
+    out = np.zeros((n,) + tuple(shape))
+    h, w = shape
+    for k in range(n):
+        for _ in range(int(rng.integers(1, max_patches + 1))):
+            args = (rng.uniform(0, w), rng.uniform(0, h), float(np.exp(rng.uniform(np.log(3), np.log(40)))),
+                    float(np.exp(rng.uniform(np.log(0.03), np.log(0.2)))), rng.uniform(0, np.pi),
+                    rng.uniform(0, 2 * np.pi))
+            contrast = rng.uniform(0.2, 1.0)
+            if rng.random() < plaid_fraction:
+                img = stim.plaid(*args, contrast=contrast / 2, contrast_orthogonal=rng.uniform(0.1, 0.5), shape=shape)
+            else:
+                img = stim.gabor(*args, contrast=contrast, shape=shape)
+            out[k] += img.numpy()
+    return np.clip(out, -0.5, 0.5)
+
+
+def write_parametric(src: str, dst: str, fraction: float = 0.25, seed: int = 0) -> dict:
+    """Copy simulated folder(s) ``src`` to ``dst`` with a ``fraction`` of the training and
+    validation images replaced by :func:`gabor_mixtures`, responses re-drawn from the truth; test
+    images unchanged (``--write-parametric SRC DST``). Not the thesis' protocol (natural images
+    only): it measures whether parametric stimuli in training let a twin learn the surround."""
+    datasets, images, fit_images, chosen, rng = _choose_images(src, fraction, seed)
+    new = images.copy()
+    new[chosen] = gabor_mixtures(len(chosen), images.shape[1:], rng).astype(np.float32)
+    info = {"fraction": fraction, "seed": seed, "n_images": int(len(chosen)), "stimuli": "gabor_mixtures"}
+    out = _write_with_images(datasets, new, dst, seed, "parametric", info)
+    return {"parametric_copy": dst, "n_parametric_images": int(len(chosen)), "n_fit_images": int(len(fit_images)),
             "animals": out}
 
 
@@ -270,13 +324,17 @@ def main(argv: list[str] | None = None) -> dict:
                     help="only write a noise-free copy of simulated folder(s) SRC to DST and exit")
     ap.add_argument("--write-modulated", nargs=2, metavar=("SRC", "DST"), default=None,
                     help="only write a copy of SRC with half the training images contrast-modulated and exit")
+    ap.add_argument("--write-parametric", nargs=2, metavar=("SRC", "DST"), default=None,
+                    help="only write a copy of SRC with a quarter of the training images Gabor mixtures and exit")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.write_noiseless or args.write_modulated:
+    if args.write_noiseless or args.write_modulated or args.write_parametric:
         if args.write_noiseless:
             rep = write_noiseless(*args.write_noiseless)
-        else:
+        elif args.write_modulated:
             rep = write_contrast_modulated(*args.write_modulated, seed=args.seed)
+        else:
+            rep = write_parametric(*args.write_parametric, seed=args.seed)
         print(json.dumps(rep, indent=2))
         return rep
 

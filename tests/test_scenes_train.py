@@ -233,3 +233,32 @@ def test_competition_temperature_holds_then_anneals_geometrically():
     assert temperature_at(5, smoke_model, smoke) == smoke_model.temperature
     with pytest.raises(ValueError, match="anneal_start"):
         make_configs("default", "unique", anneal_start=-1)
+
+
+def test_single_object_curriculum_shows_one_object_then_three(monkeypatch):
+    from reprlab.scenes.sprites import CLASSES, UNIQUE_COLOURS
+    from reprlab.scenes.train import training_batch
+
+    model_cfg, cfg = make_configs("smoke", "unique", single_object_steps=3, max_steps=5)
+    colours = np.array([UNIQUE_COLOURS[c] for c in CLASSES]) / 255.0
+
+    def classes_present(images: np.ndarray) -> np.ndarray:  # (B,) number of object colours drawn
+        hit = np.abs(images[:, None] - colours[None, :, :, None, None]).max(2) < 1e-3  # (B, 3, H, W)
+        return (hit.sum((2, 3)) >= 1).sum(1)
+
+    assert (classes_present(training_batch(cfg, 16, 2)) == 1).all()
+    assert (classes_present(training_batch(cfg, 16, 3)) >= 2).all()  # three drawn; occlusion may hide one
+    # the curriculum's iterations decompose into object + background (2 steps), later ones into 4
+    seen = []
+    original = ECON.decompose
+
+    def spy(self, x, n_steps=None, **kw):
+        seen.append(n_steps)
+        return original(self, x, n_steps=n_steps, **kw)
+
+    monkeypatch.setattr(ECON, "decompose", spy)
+    _, report = train(model_cfg, cfg, progress=False, callback=lambda *a: False)
+    assert report["steps"] == 5
+    assert seen[:4] == [2, 2, 2, None]  # validation runs only after the 10th iteration
+    with pytest.raises(ValueError, match="single_object_steps"):
+        make_configs("smoke", "unique", single_object_steps=-1)
