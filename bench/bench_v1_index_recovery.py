@@ -22,8 +22,8 @@ With ``--model`` (a twin fitted to ``--data``, ``python -m reprlab v1 fit``) als
 * ``reach``: fraction of each suppressed neuron's surround pool beyond the core's receptive
   field radius; ``truth_aperture``: the truth seen only through that field (an upper bound for
   any twin of the architecture);
-* ``surround_in_prediction``: on new natural images, does the twin predict the suppressed
-  neurons or the same neurons without their surround?
+* ``surround_in_prediction`` (``..._gabor_mixtures``): on new natural images (on new Gabor
+  mixtures), does the twin predict the suppressed neurons or the same neurons without their surround?
 * ``feature_probe``: do the core's features (at the RF, and averaged over rings around it)
   linearly predict the truth's log rate with its surround better than without?
 * ``verification``: the bundle's Fig. 5 tuning-curve fraction of oracle (``twin._verification``);
@@ -32,7 +32,8 @@ With ``--model`` (a twin fitted to ``--data``, ``python -m reprlab v1 fit``) als
 Usage (the results in ``bench/results``: ``v1_index_recovery.json`` default data and twin,
 ``..._noiseless.json`` a twin fitted to the noise-free copy, ``..._legacy_surround.json`` the
 population's former log-Gabor surround, ``..._modulated.json`` a twin fitted to a copy whose
-training images are half contrast-modulated)::
+training images are half contrast-modulated, ``..._parametric.json`` one fitted to a copy with a
+quarter of its training images replaced by Gabor mixtures)::
 
     python -m reprlab v1 simulate --scale default --out D
     python -m reprlab v1 fit D --out M --threads 1 --no-glm        # optional (the twin parts)
@@ -46,6 +47,10 @@ training images are half contrast-modulated)::
     python -m reprlab v1 fit DM --out MM --scale default --threads 2 --no-glm
     python bench/bench_v1_index_recovery.py --data DM --model MM --parts twin,verification \
         --out bench/results/v1_index_recovery_modulated.json
+    python bench/bench_v1_index_recovery.py --write-parametric D DP
+    python -m reprlab v1 fit DP --out MP --scale default --threads 2 --no-glm
+    python bench/bench_v1_index_recovery.py --data DP --model MP --parts twin,verification \
+        --out bench/results/v1_index_recovery_parametric.json
 
 Prints JSON (and writes ``--out``, default ``bench/results/v1_index_recovery.json``).
 """
@@ -536,25 +541,30 @@ def main(argv: list[str] | None = None) -> dict:
         # does the twin predict the neuron with its surround, or the same neuron without it?
         import dataclasses
 
-        test_imgs = torch.as_tensor(natural_images(256, pop.image_shape, seed=args.seed + 31337))
         nosur = dataclasses.replace(sub, surround_strength=torch.zeros(len(sub)), _cache={})
-        r_true = sub.rate(test_imgs).numpy()
-        r_nosur = nosur.rate(test_imgs).numpy()
-        r_twin = view.responses(test_imgs).numpy()[:, vidx]
-        c_true = _row_corr(r_twin.T, r_true.T)
-        c_nosur = _row_corr(r_twin.T, r_nosur.T)
-        c_tn = _row_corr(r_true.T, r_nosur.T)
         ssm = sub.surround_suppressed.numpy()
-        report["surround_in_prediction"] = {
-            "note": "suppressed neurons, 256 new natural images: corr(twin, truth) vs corr(twin, the same truth "
-                    "neuron without its surround); corr(truth, truth without surround)^2 ~ share of rate variance "
-                    "not due to the surround",
-            "twin_vs_truth_median": float(np.median(c_true[ssm])),
-            "twin_vs_truth_without_surround_median": float(np.median(c_nosur[ssm])),
-            "fraction_closer_to_no_surround": float(np.mean(c_nosur[ssm] > c_true[ssm])),
-            "truth_vs_truth_without_surround_median": float(np.median(c_tn[ssm])),
-            "surround_share_of_rate_variance_median": float(np.median(1 - c_tn[ssm] ** 2)),
-        }
+
+        def surround_in_prediction(test_imgs: torch.Tensor, what: str) -> dict:
+            r_twin = view.responses(test_imgs).numpy()[:, vidx]
+            c_true = _row_corr(r_twin.T, sub.rate(test_imgs).numpy().T)
+            c_nosur = _row_corr(r_twin.T, nosur.rate(test_imgs).numpy().T)
+            c_tn = _row_corr(sub.rate(test_imgs).numpy().T, nosur.rate(test_imgs).numpy().T)
+            return {
+                "note": f"suppressed neurons, 256 new {what}: corr(twin, truth) vs corr(twin, the same truth "
+                        "neuron without its surround); corr(truth, truth without surround)^2 ~ share of rate "
+                        "variance not due to the surround",
+                "twin_vs_truth_median": float(np.median(c_true[ssm])),
+                "twin_vs_truth_without_surround_median": float(np.median(c_nosur[ssm])),
+                "fraction_closer_to_no_surround": float(np.mean(c_nosur[ssm] > c_true[ssm])),
+                "truth_vs_truth_without_surround_median": float(np.median(c_tn[ssm])),
+                "surround_share_of_rate_variance_median": float(np.median(1 - c_tn[ssm] ** 2)),
+            }
+
+        report["surround_in_prediction"] = surround_in_prediction(
+            torch.as_tensor(natural_images(256, pop.image_shape, seed=args.seed + 31337)), "natural images")
+        mixtures = gabor_mixtures(256, pop.image_shape, np.random.default_rng(args.seed + 777)).astype(np.float32)
+        report["surround_in_prediction_gabor_mixtures"] = surround_in_prediction(
+            torch.as_tensor(mixtures), "Gabor mixtures (gabor_mixtures, the --write-parametric stimuli)")
         factors = np.array([0.5, 1.0, 1.5, 2.0, 3.0])
         radii = true_size[:, None] * factors[None]
         t0 = time.perf_counter()
