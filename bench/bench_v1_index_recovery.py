@@ -307,6 +307,9 @@ def write_parametric(src: str, dst: str, fraction: float = 0.25, seed: int = 0) 
             "animals": out}
 
 
+DEFAULT_PARTS = "truth,aperture,twin,verification,features"  # the twin parts run only with --model
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", default=None, help="simulated Sensorium folder(s) (default: simulate in memory)")
@@ -317,7 +320,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n-truth", type=int, default=60,
                     help="neurons (of the verification set) for the slow truth-through-pipeline run")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--parts", default="truth,aperture,twin,verification,features",
+    ap.add_argument("--parts", default=DEFAULT_PARTS,
                     help="comma list: truth, aperture (truth through the core field), twin and verification (need --model)")
     ap.add_argument("--aperture", type=float, default=14.0,
                     help="aperture half-width (px) without --model (default: the default core's 14 px)")
@@ -332,6 +335,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--write-parametric", nargs=2, metavar=("SRC", "DST"), default=None,
                     help="only write a copy of SRC with a quarter of the training images Gabor mixtures and exit")
     args = ap.parse_args(argv)
+    parts = set(args.parts.split(","))
+    known = {"truth", "aperture", "twin", "verification", "features"}
+    if parts - known:
+        ap.error(f"--parts: unknown {sorted(parts - known)}; expected a comma list of {sorted(known)}")
+    if parts & {"verification", "features"} and "twin" not in parts:
+        ap.error("--parts verification and features run inside the twin part: include twin")
+    if parts & {"twin", "verification", "features"} and not args.model and args.parts != DEFAULT_PARTS:
+        ap.error("--parts twin, verification and features need --model (a twin fitted to --data)")
     torch.set_num_threads(args.threads)
     if args.write_noiseless or args.write_modulated or args.write_parametric:
         if args.write_noiseless:
@@ -412,7 +423,7 @@ def main(argv: list[str] | None = None) -> dict:
         r = ins.run_experiments(model, g.params, neurons=neurons, config=exp_cfg)
         return {**r["indices"], "params": g.params, "size_contrast": r["tuning"]["size_contrast"]}
 
-    if "truth" in args.parts:
+    if "truth" in parts:
         tp = cached(f"truth_pipeline{nt}", lambda: pipeline(truth, vidx[tsel]))
         ref_t = {k: np.asarray(v)[tsel] for k, v in ref.items()}
         fam_t, groups_t = fam[tsel], {g: m[tsel] for g, m in groups.items()}
@@ -439,7 +450,7 @@ def main(argv: list[str] | None = None) -> dict:
     reach = surround_reach(sub, half_width)
     report["reach"] = {"radius_px": half_width,
                        "fraction_beyond_quantiles_10_50_90": np.nanquantile(reach, [0.1, 0.5, 0.9]).tolist()}
-    if "aperture" in args.parts:
+    if "aperture" in parts:
         def aperture_run() -> dict:
             r = ins.run_experiments(ins.ApertureModel(truth, half_width), ref["params"], neurons=vidx, config=exp_cfg)
             return {**r["indices"], "size_contrast": r["tuning"]["size_contrast"]}
@@ -454,7 +465,7 @@ def main(argv: list[str] | None = None) -> dict:
             "reference_suppression_per_family": _per_family(np.asarray(ref["suppression"]), fam),
         }
 
-    if view is not None and "twin" in args.parts:
+    if view is not None and "twin" in parts:
         t0 = time.perf_counter()
         wp = pipeline(view, vidx)
         timing["twin_pipeline"] = time.perf_counter() - t0
@@ -469,7 +480,7 @@ def main(argv: list[str] | None = None) -> dict:
             "suppression_per_family": _per_family(wpi["suppression"], fam),
             "plaid_per_family": _per_family(wpi["plaid"], fam),
         }
-        if "verification" in args.parts:
+        if "verification" in parts:
             # the bundle's Fig. 5 verification (twin._verification) and Spearman table, on all neurons
             from reprlab.v1.twin import _verification, twin_build_config
 
@@ -486,7 +497,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "twin_vs_noiseless_truth_corr": ver["twin_vs_noiseless_truth_corr"],
                 "spearman_twin_vs_truth": _spearman(exp_all["indices"], ref) if same else None,
             }
-        if "features" in args.parts:
+        if "features" in parts:
             from reprlab.v1.model import V1Twin
             from reprlab.v1.stimuli import natural_images as _nat
 

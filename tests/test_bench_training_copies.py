@@ -1,4 +1,4 @@
-"""bench_v1_index_recovery's training-set copies (issue 5 diagnostics): what is replaced, what is kept."""
+"""bench_v1_index_recovery (issue 5 diagnostics): its training-set copies and its --parts checks."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from reprlab.v1.data import write_sensorium
 from reprlab.v1.simulate import simulate_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from bench_v1_index_recovery import gabor_mixtures, write_parametric  # noqa: E402
+from bench_v1_index_recovery import gabor_mixtures, main, write_parametric  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +52,10 @@ def test_write_parametric_replaces_a_fraction_of_fit_images_only(source, tmp_pat
     assert np.corrcoef(spikes, rate_new)[0, 1] > np.corrcoef(spikes, rate_old)[0, 1] + 0.1
     with pytest.raises(ValueError, match="fraction"):
         write_parametric(str(source), str(tmp_path / "bad"), fraction=0.0)
+
+
+@pytest.mark.parametrize("parts, message", [("twin,featur", "unknown"), ("features", "include twin"), ("twin", "need --model")])
+def test_parts_that_would_silently_do_nothing_are_refused(parts, message, capsys):
+    with pytest.raises(SystemExit):
+        main(["--parts", parts])
+    assert message in capsys.readouterr().err
