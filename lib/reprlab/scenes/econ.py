@@ -19,7 +19,8 @@ term is zero and the last winner's shape decoder is left alone (measured in
 ``data/scenes/README.md``; not the default). ``background_expert=j`` reads footnote 5 (K − 1
 object classes and background) with footnote 2 literally: expert j is the background class,
 so it takes the last inference step (layer t = 1) and the earlier steps compete among the
-other K − 1 experts; the default (None) lets every expert compete at every step. The region KL (12) uses the scope-multiplied
+other K − 1 experts (measured: it did not change the class order; not the default, which
+lets every expert compete at every step). The region KL (12) uses the scope-multiplied
 generated shape s_t ⊙ m̃ (eq. 7), so decoders may inpaint full, occluded shapes.
 
 Regions are parametrised as r̃_t = s_t ⊙ α_t with α_t = a_k(x, s_t) ∈ [0, 1], so the scope
