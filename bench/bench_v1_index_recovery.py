@@ -556,10 +556,9 @@ def main(argv: list[str] | None = None) -> dict:
         ssm = sub.surround_suppressed.numpy()
 
         def surround_in_prediction(test_imgs: torch.Tensor, what: str) -> dict:
-            r_twin = view.responses(test_imgs).numpy()[:, vidx]
-            c_true = _row_corr(r_twin.T, sub.rate(test_imgs).numpy().T)
-            c_nosur = _row_corr(r_twin.T, nosur.rate(test_imgs).numpy().T)
-            c_tn = _row_corr(sub.rate(test_imgs).numpy().T, nosur.rate(test_imgs).numpy().T)
+            r_twin = view.responses(test_imgs).numpy()[:, vidx].T
+            r_true, r_nosur = sub.rate(test_imgs).numpy().T, nosur.rate(test_imgs).numpy().T
+            c_true, c_nosur, c_tn = _row_corr(r_twin, r_true), _row_corr(r_twin, r_nosur), _row_corr(r_true, r_nosur)
             return {
                 "note": f"suppressed neurons, 256 new {what}: corr(twin, truth) vs corr(twin, the same truth "
                         "neuron without its surround); corr(truth, truth without surround)^2 ~ share of rate "
