@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 from reprlab.scenes.econ import ECON, ECONConfig
-from reprlab.scenes.refine import freeze_decompositions, refine_vaes, vae_objective
+from reprlab.scenes.refine import (
+    FrozenSteps,
+    dominant_expert,
+    freeze_decompositions,
+    move_background_last,
+    refine_vaes,
+    vae_objective,
+)
 from reprlab.scenes.sprites import make_scenes
 
 SMALL = dict(image_size=16, n_experts=3, n_steps=3, latent_dim=3, vae_layers=2, vae_channels=6,
@@ -24,6 +31,21 @@ def test_frozen_rows_reproduce_the_decomposition_objective(region_kl):
     assert len(data) == 5 * 3 and int(data.last.sum()) == 5
     got = torch.zeros(5).index_add_(0, data.scene, rows)  # objective (13) summed over a scene's steps
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-3)
+
+
+def test_attention_on_frozen_scopes_reproduces_the_frozen_regions():
+    torch.manual_seed(6)
+    model = ECON(ECONConfig(**SMALL)).eval()
+    x = torch.from_numpy(make_scenes(6, 16, "unique", random_state=7).images)
+    data = freeze_decompositions(model, x)
+    rows = torch.arange(len(data))
+    with torch.no_grad():  # same scopes and winners, regions recomputed by the attention nets: same objective
+        torch.testing.assert_close(vae_objective(model, data, rows, attention=True), vae_objective(model, data, rows),
+                                   rtol=1e-4, atol=1e-3)
+    before = {k: v.clone() for k, v in model.experts.attention.state_dict().items()}
+    report = refine_vaes(model, "unique", steps=3, n_scenes=6, batch_size=4, progress=False, attention=True)
+    assert report["attention"] and report["steps"] == 3
+    assert any(not torch.equal(v, before[k]) for k, v in model.experts.attention.state_dict().items())
 
 
 def test_refinement_lowers_the_objective_and_leaves_attention_alone():
@@ -51,3 +73,50 @@ def test_refinement_stops_on_callback_and_rejects_bad_arguments():
         refine_vaes(model, "unique", steps=5, n_scenes=0, progress=False)
     with pytest.raises(ValueError, match="non-empty batch"):
         freeze_decompositions(model, torch.zeros(0, 3, 16, 16))
+
+
+def test_moving_the_background_last_gives_the_planted_scopes():
+    bg, a, b = torch.zeros(4, 4), torch.zeros(4, 4), torch.zeros(4, 4)
+    a[0, :2], b[3, 2:] = 1.0, 1.0
+    bg = 1.0 - a - b
+    # the model's order: background (expert 0) first, cut around both objects, then a, then b last
+    regions = torch.stack([bg, a, b])[None]
+    scopes, moved, winners = move_background_last(regions, torch.tensor([[0, 1, 2]]), background=0)
+    assert winners.tolist() == [[1, 2, 0]]
+    torch.testing.assert_close(moved[0], torch.stack([a, b, bg]))
+    torch.testing.assert_close(scopes[0], torch.stack([torch.ones(4, 4), 1.0 - a, bg]))
+    # already last: nothing moves
+    scopes, same, winners = move_background_last(torch.stack([a, b, bg])[None], torch.tensor([[1, 2, 0]]), 0)
+    assert winners.tolist() == [[1, 2, 0]] and torch.equal(same[0], torch.stack([a, b, bg]))
+    with pytest.raises(ValueError, match="regions"):
+        move_background_last(regions[0], torch.tensor([[0, 1, 2]]), 0)
+
+
+def test_background_last_keeps_the_partition_and_the_scope_recursion():
+    torch.manual_seed(4)
+    model = ECON(ECONConfig(**SMALL)).eval()
+    x = torch.from_numpy(make_scenes(12, 16, "unique", random_state=5).images)
+    with torch.no_grad():
+        d = model.decompose(x, stochastic=False)
+    background = int(torch.mode(d.winners[:, 0]).values)  # any expert that wins somewhere
+    scopes, regions, winners = move_background_last(d.regions, d.winners, background)
+    torch.testing.assert_close(regions.sum(1), torch.ones(12, 16, 16), rtol=0, atol=1e-5)  # still a partition
+    torch.testing.assert_close(scopes[:, 0], torch.ones(12, 16, 16))
+    torch.testing.assert_close(scopes[:, 1:], scopes[:, :-1] - regions[:, :-1], rtol=0, atol=1e-5)  # eq. (14)
+    for i in range(12):
+        is_bg = (winners[i] == background).int()
+        assert torch.equal(is_bg, is_bg.sort().values)  # background steps at the end
+        others = d.winners[i][d.winners[i] != background]
+        assert torch.equal(winners[i][: len(others)], others)  # the others keep their order
+    rows = freeze_decompositions(model, x, batch_size=5, background_last=background)
+    assert torch.equal(rows.scene[rows.last], torch.arange(12))  # batched freezing keeps scenes in order
+    assert torch.equal(rows.winners[rows.last], winners[:, -1])
+
+
+def test_dominant_expert_is_the_one_covering_most_area():
+    h = w = 4
+    big, small = torch.full((h, w), 0.9).log(), torch.full((h, w), 0.1).log()
+    data = FrozenSteps(images=torch.zeros(2, 3, h, w), scene=torch.tensor([0, 0, 1, 1]),
+                       log_scopes=torch.zeros(4, h, w), log_regions=torch.stack([small, big, small, big]),
+                       winners=torch.tensor([2, 1, 0, 1]), last=torch.tensor([False, True, False, True]))
+    assert dominant_expert(data) == 1

@@ -106,6 +106,9 @@ def test_generation_check_scores_ground_truth_layers():
     assert rep["shape_accuracy"] == 1.0 and rep["colour_accuracy"] == 1.0 and rep["all_correct"] == 1.0
     wrong = check_generation(out, names[::-1], "unique")
     assert wrong["all_correct"] < 1.0
+    square = 1 + names.index("square")  # a square layer covering the canvas fills its box, but is no square
+    canvas = dict(out, shapes=out["shapes"].clone().index_fill_(1, torch.tensor([square]), 1.0))
+    assert check_generation(canvas, names, "unique")["shape_accuracy"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="roles"):
         experts_for(["circle"], {})
     with pytest.raises(ValueError, match="unknown object"):

@@ -54,6 +54,9 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--n-test", type=int, default=200)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--background-last", action="store_true",
+                   help="move the steps of the expert covering the most area (the background) last in each frozen decomposition")
+    p.add_argument("--attention", action="store_true", help="train the winners' attention nets too, on the frozen scopes")
     _add_common(p)
     p.set_defaults(handler=_refine)
 
@@ -152,9 +155,11 @@ def _refine(args: argparse.Namespace) -> dict:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     note = (f"python -m reprlab scenes refine --checkpoint {args.checkpoint} --steps {args.steps} "
-            f"--n-scenes {args.n_scenes} --seed {args.seed}")
+            f"--n-scenes {args.n_scenes} --seed {args.seed}" + (" --background-last" if args.background_last else "")
+            + (" --attention" if args.attention else ""))
     return refine_model_file(args.checkpoint, args.out, steps=args.steps, n_scenes=args.n_scenes, seed=args.seed,
-                             n_test=args.n_test, device=args.device, progress=not args.quiet, note=note)
+                             n_test=args.n_test, device=args.device, progress=not args.quiet, note=note,
+                             background_last=args.background_last, attention=args.attention)
 
 
 def _evaluate(args: argparse.Namespace) -> dict:

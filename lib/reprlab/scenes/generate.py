@@ -26,7 +26,9 @@ from reprlab.scenes.sprites import (
     OBJECT_RANGE,
     UNIQUE_COLOURS,
     classify_shape,
+    default_size_range,
     make_scenes,
+    shape_mask,
 )
 
 if TYPE_CHECKING:
@@ -103,7 +105,9 @@ def check_generation(
 ) -> dict[str, Any]:
     """Does each generated layer show the requested class (shape, colour) in the requested order?
 
-    shape_accuracy: generated full shapes classified as the requested class (fill ratio);
+    shape_accuracy: generated full shapes classified as the requested class (fill ratio) and
+    within a factor 2 of that class's area at the training size (a layer covering the canvas
+    is no square);
     colour_accuracy: unique colours — the dominant channel matches the class colour; random —
     all channels in the object range; order_accuracy (needs ``model`` and ``roles``): the
     model's deterministic decomposition of the generated image picks the requested
@@ -114,12 +118,15 @@ def check_generation(
     n, t = shapes.shape[:2]
     if t != len(objects) + 1:
         raise ValueError(f"expected {len(objects) + 1} layers (background + objects), got {t}")
+    side = default_size_range(shapes.shape[-1])[0]
+    areas = {name: float(shape_mask(CLASSES.index(name), side, 0, 0, side).sum()) for name in set(objects)}
     shape_ok = np.zeros((n, len(objects)), bool)
     colour_ok = np.zeros((n, len(objects)), bool)
     for i in range(n):
         for j, name in enumerate(objects):
             mask = shapes[i, j + 1] > 0.5
-            shape_ok[i, j] = classify_shape(mask) == CLASSES.index(name)
+            in_size = 0.5 * areas[name] <= mask.sum() <= 2.0 * areas[name]
+            shape_ok[i, j] = in_size and classify_shape(mask) == CLASSES.index(name)
             if mask.sum() == 0:
                 continue
             col = layers[i, j + 1][:, mask].mean(1)

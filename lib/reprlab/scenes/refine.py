@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from reprlab.scenes.econ import ECON
@@ -43,8 +44,14 @@ class FrozenSteps:
 
 
 @torch.no_grad()
-def freeze_decompositions(model: ECON, images: torch.Tensor, batch_size: int = 200) -> FrozenSteps:
-    """Decompose ``images`` (B, 3, H, W) deterministically and keep every step's inputs to the VAE."""
+def freeze_decompositions(
+    model: ECON, images: torch.Tensor, batch_size: int = 200, background_last: int | None = None,
+) -> FrozenSteps:
+    """Decompose ``images`` (B, 3, H, W) deterministically and keep every step's inputs to the VAE.
+
+    ``background_last`` (an expert index): each scene's steps won by that expert are moved
+    behind the others (:func:`move_background_last`) before they are kept.
+    """
     if images.ndim != 4 or images.shape[0] < 1:
         raise ValueError(f"expected a non-empty batch of images (B, 3, H, W), got shape {tuple(images.shape)}")
     dev = next(model.parameters()).device
@@ -52,25 +59,72 @@ def freeze_decompositions(model: ECON, images: torch.Tensor, batch_size: int = 2
     for start in range(0, images.shape[0], batch_size):
         x = images[start:start + batch_size].to(dev)
         d = model.decompose(x, stochastic=False)
-        steps = d.winners.shape[1]
+        scopes, regions, winners = d.scopes, d.regions, d.winners
+        if background_last is not None:
+            scopes, regions, winners = move_background_last(regions, winners, background_last)
+        steps = winners.shape[1]
         for t in range(steps):
             rows["scene"].append(torch.arange(start, start + x.shape[0], device=dev))
-            rows["log_scopes"].append(d.scopes[:, t].clamp(min=1e-30).log())
-            rows["log_regions"].append(d.regions[:, t].clamp(min=1e-30).log())
-            rows["winners"].append(d.winners[:, t])
+            rows["log_scopes"].append(scopes[:, t].clamp(min=1e-30).log())
+            rows["log_regions"].append(regions[:, t].clamp(min=1e-30).log())
+            rows["winners"].append(winners[:, t])
             rows["last"].append(torch.full((x.shape[0],), t == steps - 1, device=dev))
     return FrozenSteps(images=images.to(dev), **{k: torch.cat(v) for k, v in rows.items()})
 
 
-def vae_objective(model: ECON, data: FrozenSteps, index: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Objective (13) of the winners' VAEs on the frozen steps ``index`` (one value per row)."""
+def move_background_last(
+    regions: torch.Tensor, winners: torch.Tensor, background: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Re-order a decomposition so that ``background``'s steps come last; returns scopes, regions, winners.
+
+    Footnote 2 makes the last layer (first inference step from the back) the background. A
+    trained model may instead explain the background before an object, cut around it, and
+    leave the object to the last step, where the region KL (12) is masked by a scope that is
+    the object itself: that expert's decoder never learns where the object ends. The same
+    regions (B, S, H, W), which partition the image, are also a decomposition with the
+    background's steps moved behind the others (stable order otherwise): scopes follow
+    eq. (1)/(14) as s_t = 1 − Σ_{j<t} r_j, and the last region is the remaining scope.
+    """
+    if regions.ndim != 4 or winners.shape != regions.shape[:2]:
+        raise ValueError(f"expected regions (B, S, H, W) and winners (B, S), got {tuple(regions.shape)} and {tuple(winners.shape)}")
+    order = torch.argsort((winners == background).to(torch.int8), dim=1, stable=True)
+    winners = winners.gather(1, order)
+    regions = regions.gather(1, order[:, :, None, None].expand_as(regions)).clone()
+    before = regions.cumsum(1) - regions  # Σ_{j<t} r_j
+    scopes = (1.0 - before).clamp(min=0.0, max=1.0)
+    regions[:, -1] = scopes[:, -1]
+    return scopes, regions, winners
+
+
+def dominant_expert(data: FrozenSteps) -> int:
+    """The expert whose won regions cover the most image area: the background, found without labels."""
+    area = data.log_regions.exp().sum((1, 2))
+    per_expert = torch.zeros(int(data.winners.max()) + 1, dtype=area.dtype, device=area.device)
+    return int(per_expert.index_add_(0, data.winners, area).argmax())
+
+
+def vae_objective(
+    model: ECON, data: FrozenSteps, index: torch.Tensor, generator: torch.Generator | None = None,
+    attention: bool = False,
+) -> torch.Tensor:
+    """Objective (13) of the winners on the frozen steps ``index`` (one value per row).
+
+    ``attention=False``: the frozen regions are used (only the VAEs are in play).
+    ``attention=True``: the winner's attention net recomputes the region on the frozen
+    scope, r̃ = s ⊙ α (the last step takes the whole scope), so it is trained too.
+    """
     x, win = data.images[data.scene[index]], data.winners[index]
     eps = None
     if generator is not None:
         eps = torch.randn(len(index), 1, model.config.latent_dim, generator=generator,
                           device=generator.device).to(x.device, x.dtype)
-    terms = model.vae_terms(x, data.log_scopes[index].unsqueeze(1), data.log_regions[index].unsqueeze(1),
-                            data.last[index], eps=eps, idx=win)
+    log_scope, last = data.log_scopes[index].unsqueeze(1), data.last[index]
+    if attention:
+        log_alpha = nn.functional.logsigmoid(model.experts.attention(x, log_scope, win))
+        log_region = torch.where(last[:, None, None, None], log_scope, log_scope + log_alpha)
+    else:
+        log_region = data.log_regions[index].unsqueeze(1)
+    terms = model.vae_terms(x, log_scope, log_region, last, eps=eps, idx=win)
     return model.objective_13({k: v[:, 0] for k, v in terms.items() if k.startswith("loss_")})
 
 
@@ -84,6 +138,8 @@ def refine_vaes(
     seed: int = 0,
     progress: bool = True,
     callback: Callable[[int, float], bool | None] | None = None,
+    background_last: bool = False,
+    attention: bool = False,
 ) -> dict:
     """Optimise the experts' encoders and decoders on frozen decompositions of new scenes.
 
@@ -91,21 +147,35 @@ def refine_vaes(
     once; then ``steps`` Adam steps on random batches of their steps. The attention nets
     keep their weights. Returns the objective on all frozen steps before and after (z = μ)
     and the training curve. ``callback(step, loss)`` returning True stops early.
+    ``background_last``: the expert covering the most area (:func:`dominant_expert`) is taken
+    as the background and its steps are moved last in every scene (:func:`move_background_last`).
+    ``attention``: the winners' attention nets are trained too, on the frozen scopes
+    (:func:`vae_objective`); with ``background_last`` this teaches them the re-ordered steps.
     """
     if steps < 0 or n_scenes < 1 or batch_size < 1:
         raise ValueError(f"need steps >= 0, n_scenes >= 1, batch_size >= 1; got {steps}, {n_scenes}, {batch_size}")
     size = model.config.image_size
     scenes = make_scenes(n_scenes, size, colour_mode, random_state=np.random.default_rng([seed, 31]), classes="one_each")
     model.eval()
-    data = freeze_decompositions(model, torch.from_numpy(scenes.images))
+    images = torch.from_numpy(scenes.images)
+    data = freeze_decompositions(model, images)
+    reorder = {}
+    if background_last:
+        background = dominant_expert(data)
+        moved = float((data.winners[data.last] != background).float().mean())
+        data = freeze_decompositions(model, images, background_last=background)
+        reorder = dict(background_expert=background, scenes_reordered=moved)
     params = [*model.experts.encoder.parameters(), *model.experts.decoder.parameters()]
+    if attention:
+        params += list(model.experts.attention.parameters())
     opt = torch.optim.Adam(params, lr=lr)
     gen = torch.Generator().manual_seed(seed)
     everything = torch.arange(len(data), device=data.winners.device)
 
     def mean_objective() -> float:
         with torch.no_grad():
-            return float(torch.cat([vae_objective(model, data, chunk) for chunk in everything.split(1000)]).mean())
+            return float(torch.cat([vae_objective(model, data, chunk, attention=attention)
+                                    for chunk in everything.split(1000)]).mean())
 
     before = mean_objective()
     curve = []
@@ -113,7 +183,7 @@ def refine_vaes(
     with tqdm(total=steps, disable=not progress, desc="refine VAEs") as bar:
         for step in range(steps):
             pick = torch.randint(len(data), (batch_size,), generator=gen).to(everything.device)
-            loss = vae_objective(model, data, pick, generator=gen).mean()
+            loss = vae_objective(model, data, pick, generator=gen, attention=attention).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -123,13 +193,14 @@ def refine_vaes(
                 stopped = True
                 break
     return dict(objective_before=before, objective_after=mean_objective(), steps=len(curve), stopped=stopped,
-                n_scenes=n_scenes, n_rows=len(data), wins=torch.bincount(data.winners.cpu(), minlength=model.n_experts).tolist(),
+                n_scenes=n_scenes, n_rows=len(data), attention=attention, **reorder, wins=torch.bincount(data.winners.cpu(), minlength=model.n_experts).tolist(),
                 curve_every_100=[float(np.mean(curve[i:i + 100])) for i in range(0, len(curve), 100)])
 
 
 def refine_model_file(
     source: str | os.PathLike, out: str | os.PathLike, steps: int, n_scenes: int = 4000, seed: int = 0,
     n_test: int = 200, device: str | None = None, progress: bool = True, note: str = "",
+    background_last: bool = False, attention: bool = False,
 ) -> dict:
     """Refine a model file's VAEs, re-evaluate it, and write the result as a new model file.
 
@@ -145,7 +216,8 @@ def refine_model_file(
     model, meta = load_model(source, device=device)
     tcfg = TrainConfig.from_dict(meta.get("train_config") or {})
     start = time.monotonic()
-    report = refine_vaes(model, tcfg.colour_mode, steps=steps, n_scenes=n_scenes, seed=seed, progress=progress)
+    report = refine_vaes(model, tcfg.colour_mode, steps=steps, n_scenes=n_scenes, seed=seed, progress=progress,
+                         background_last=background_last, attention=attention)
     report["seconds"] = time.monotonic() - start
     prov = refined_provenance(meta.get("provenance") or {}, report, source, sha256_file(source), note)
     metrics, roles = evaluate_and_save(model, tcfg, out, prov, n_test)
