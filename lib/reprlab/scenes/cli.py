@@ -56,7 +56,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--background-last", action="store_true",
                    help="move the steps of the expert covering the most area (the background) last in each frozen decomposition")
-    p.add_argument("--attention", action="store_true", help="train the winners' attention nets too, on the frozen scopes")
+    p.add_argument("--attention", action="store_true", help="also fit the winners' attention nets to the frozen regions")
     _add_common(p)
     p.set_defaults(handler=_refine)
 

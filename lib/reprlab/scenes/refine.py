@@ -103,29 +103,32 @@ def dominant_expert(data: FrozenSteps) -> int:
     return int(per_expert.index_add_(0, data.winners, area).argmax())
 
 
-def vae_objective(
-    model: ECON, data: FrozenSteps, index: torch.Tensor, generator: torch.Generator | None = None,
-    attention: bool = False,
-) -> torch.Tensor:
-    """Objective (13) of the winners on the frozen steps ``index`` (one value per row).
-
-    ``attention=False``: the frozen regions are used (only the VAEs are in play).
-    ``attention=True``: the winner's attention net recomputes the region on the frozen
-    scope, r̃ = s ⊙ α (the last step takes the whole scope), so it is trained too.
-    """
+def vae_objective(model: ECON, data: FrozenSteps, index: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Objective (13) of the winners' VAEs on the frozen steps ``index`` (one value per row)."""
     x, win = data.images[data.scene[index]], data.winners[index]
     eps = None
     if generator is not None:
         eps = torch.randn(len(index), 1, model.config.latent_dim, generator=generator,
                           device=generator.device).to(x.device, x.dtype)
-    log_scope, last = data.log_scopes[index].unsqueeze(1), data.last[index]
-    if attention:
-        log_alpha = nn.functional.logsigmoid(model.experts.attention(x, log_scope, win))
-        log_region = torch.where(last[:, None, None, None], log_scope, log_scope + log_alpha)
-    else:
-        log_region = data.log_regions[index].unsqueeze(1)
-    terms = model.vae_terms(x, log_scope, log_region, last, eps=eps, idx=win)
+    terms = model.vae_terms(x, data.log_scopes[index].unsqueeze(1), data.log_regions[index].unsqueeze(1),
+                            data.last[index], eps=eps, idx=win)
     return model.objective_13({k: v[:, 0] for k, v in terms.items() if k.startswith("loss_")})
+
+
+def attention_distillation(model: ECON, data: FrozenSteps, index: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy (nats, one value per row) of the winner's attention α against the frozen r̃ / s.
+
+    Pixels are weighted by the scope; last steps (α = 1 by footnote 7) give 0. Used with
+    re-ordered decompositions, it teaches each attention net the step it now takes. Training
+    α on objective (13) with frozen scopes instead would be degenerate: attending to nothing
+    costs nothing when the leftover pixels are no later step's concern.
+    """
+    x, win = data.images[data.scene[index]], data.winners[index]
+    log_scope = data.log_scopes[index]
+    logits = model.experts.attention(x, log_scope.unsqueeze(1), win)[:, 0]
+    target = (data.log_regions[index] - log_scope).exp().clamp(0.0, 1.0)
+    ce = nn.functional.binary_cross_entropy_with_logits(logits, target, weight=log_scope.exp(), reduction="none")
+    return torch.where(data.last[index], torch.zeros_like(ce[:, 0, 0]), ce.sum((1, 2)))
 
 
 def refine_vaes(
@@ -149,8 +152,8 @@ def refine_vaes(
     and the training curve. ``callback(step, loss)`` returning True stops early.
     ``background_last``: the expert covering the most area (:func:`dominant_expert`) is taken
     as the background and its steps are moved last in every scene (:func:`move_background_last`).
-    ``attention``: the winners' attention nets are trained too, on the frozen scopes
-    (:func:`vae_objective`); with ``background_last`` this teaches them the re-ordered steps.
+    ``attention``: the winners' attention nets are also fitted to the frozen regions
+    (:func:`attention_distillation`); with ``background_last`` they learn the re-ordered steps.
     """
     if steps < 0 or n_scenes < 1 or batch_size < 1:
         raise ValueError(f"need steps >= 0, n_scenes >= 1, batch_size >= 1; got {steps}, {n_scenes}, {batch_size}")
@@ -174,8 +177,7 @@ def refine_vaes(
 
     def mean_objective() -> float:
         with torch.no_grad():
-            return float(torch.cat([vae_objective(model, data, chunk, attention=attention)
-                                    for chunk in everything.split(1000)]).mean())
+            return float(torch.cat([vae_objective(model, data, chunk) for chunk in everything.split(1000)]).mean())
 
     before = mean_objective()
     curve = []
@@ -183,7 +185,9 @@ def refine_vaes(
     with tqdm(total=steps, disable=not progress, desc="refine VAEs") as bar:
         for step in range(steps):
             pick = torch.randint(len(data), (batch_size,), generator=gen).to(everything.device)
-            loss = vae_objective(model, data, pick, generator=gen, attention=attention).mean()
+            loss = vae_objective(model, data, pick, generator=gen).mean()
+            if attention:
+                loss = loss + attention_distillation(model, data, pick).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
