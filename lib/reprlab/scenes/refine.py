@@ -7,8 +7,14 @@ trained model's inference is frozen: training-distribution scenes are decomposed
 (deterministic winners and attention regions r̃_t, scopes s_t), and only the VAEs — encoder
 q_φ(z | x, r, k) and decoder (μ_θ, m̃_θ) of each step's winner — are optimised on objective
 (13), L_x + β L_z + γ L_r, with those regions held fixed. For fixed q_ψ(r) and fixed winners
-this is ordinary coordinate ascent on the same ELBO; the attention nets are not touched.
-Not in the paper: its models were trained far longer (5 learning-rate decays at batch 32).
+this is ordinary coordinate ascent on the same ELBO; by default the attention nets are not touched.
+
+Two options act on the class order a trained model explains scenes in. ``background_last``
+moves the background expert's steps behind the others (footnote 2: the last layer is the
+background), so an object that the model left to the last step is learnt with a scope that
+also holds the background, and its decoder learns where it ends. ``attention`` fits the
+attention nets to the re-ordered regions, so that inference takes the new order too.
+Neither is in the paper: its models were trained far longer (5 learning-rate decays at batch 32).
 """
 
 from __future__ import annotations
