@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reprlab.scenes.econ import ECON, ECONConfig, bernoulli_kl, gaussian_kl, log1mexp
+from reprlab.scenes.econ import (
+    ECON,
+    ECONConfig,
+    bernoulli_kl,
+    gaussian_kl,
+    log1mexp,
+    shift_and_scale,
+)
 from reprlab.scenes.expert import GConv, GInstanceNorm, GLinear
 from reprlab.scenes.metrics import order_gap
 from reprlab.scenes.sprites import CLASSES, make_scenes
@@ -233,6 +240,19 @@ def test_generation_layers_back_to_front(model):
     if top.any():
         diff = (out["image"] - out["layers"][:, -1]).abs().amax(1)
         assert diff[top].max() < 1e-2
+
+
+def test_latent_shift_and_scale_diagonal_and_full():
+    eps = torch.randn(40000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    loc = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    std = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    torch.testing.assert_close(shift_and_scale(eps, loc, std), loc + std * eps)
+    cov = torch.tensor([[1.0, 0.8, 0.0], [0.8, 1.0, -0.3], [0.0, -0.3, 0.5]], dtype=torch.float64)
+    z = shift_and_scale(eps, loc, torch.linalg.cholesky(cov))
+    torch.testing.assert_close(z.mean(0), loc, atol=0.02, rtol=0)
+    torch.testing.assert_close(torch.cov(z.T), cov, atol=0.03, rtol=0)  # correlations kept, not only variances
+    with pytest.raises(ValueError, match="scale of shape"):
+        shift_and_scale(eps, loc, torch.ones(2, 3))
 
 
 def test_single_expert_variant_runs():

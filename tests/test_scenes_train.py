@@ -137,6 +137,9 @@ def test_fitted_latents_drive_generation(trained):
     fits = fit_role_latents(model, scenes, {"background": 0, "circle": 1, "square": 2, "triangle": 3}, min_count=1)
     for name, fit in fits.items():  # the Gaussian is fitted to that expert's posterior means
         assert fit["expert"] == {"background": 0, "circle": 1, "square": 2, "triangle": 3}[name]
+        chol = np.array(fit["chol"])  # its covariance's Cholesky factor, whose diagonal part is the scale
+        assert chol.shape == (model_cfg.latent_dim,) * 2 and np.allclose(chol, np.tril(chol))
+        np.testing.assert_allclose(np.sqrt(np.diag(chol @ chol.T)), np.array(fit["scale"]) - 1e-3, atol=1e-3)
     # zero scale: every sample decodes exactly loc with the requested expert
     loc = torch.randn(model_cfg.latent_dim)
     lat = [(loc, torch.zeros(model_cfg.latent_dim))] * 2
@@ -144,6 +147,9 @@ def test_fitted_latents_drive_generation(trained):
     rgb, logit = model.experts.decoder(loc.expand(3, 1, -1), torch.ones(3, dtype=torch.long))
     torch.testing.assert_close(out["layers"][:, 1], rgb[:, 0])
     torch.testing.assert_close(out["shapes"][:, 1], torch.sigmoid(logit[:, 0]))
+    full = model.generate([0, 1], n=3, generator=torch.Generator().manual_seed(0),
+                          latents=[(loc, torch.zeros(model_cfg.latent_dim, model_cfg.latent_dim))] * 2)
+    torch.testing.assert_close(full["layers"][:, 1], rgb[:, 0])  # a zero Cholesky factor: loc too
     with pytest.raises(ValueError, match="one \\(loc, scale\\) pair"):
         model.generate([0, 1], latents=lat[:1])
     with pytest.raises(ValueError, match="no fitted latent"):

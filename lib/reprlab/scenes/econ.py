@@ -155,6 +155,16 @@ def bernoulli_kl(log_q: torch.Tensor, log_p: torch.Tensor) -> torch.Tensor:
     return q * (log_q - log_p) + (1 - q) * (log1mexp(log_q) - log1mexp(log_p))
 
 
+def shift_and_scale(eps: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, what: str = "latents") -> torch.Tensor:
+    """z = loc + scale ⊙ ε (``scale`` (L,): diagonal) or loc + ε Lᵀ (``scale`` (L, L): Cholesky factor L), ε (n, L)."""
+    size = eps.shape[-1]
+    loc = loc.reshape(-1)
+    if loc.numel() != size or scale.shape not in ((size,), (size, size)):
+        raise ValueError(f"{what} must be a loc of length {size} and a scale of shape ({size},) or ({size}, {size}); "
+                         f"got {tuple(loc.shape)} and {tuple(scale.shape)}")
+    return loc + (scale * eps if scale.ndim == 1 else eps @ scale.T)
+
+
 class ECON(nn.Module):
     """The ECON model: an :class:`ExpertEnsemble` plus competition, objective and sampling."""
 
@@ -380,8 +390,9 @@ class ECON(nn.Module):
         ``experts`` lists the expert per layer, background first (its shape is taken to be
         all ones). Layer t decodes z = loc_t + scale_t ⊙ ε, ε ~ N(0, I); by default
         (``latents=None``) loc = 0, scale = 1, i.e. the model's prior p(z) = N(0, I).
-        ``latents`` (one (loc, scale) pair of (L,) tensors per layer) draws z from another
-        Gaussian instead, e.g. one fitted to an expert's posteriors (``generate.fit_role_latents``).
+        ``latents`` (one (loc, scale) pair per layer: loc (L,), scale (L,) standard deviations
+        or an (L, L) lower Cholesky factor) draws z from another Gaussian instead, e.g. one
+        fitted to an expert's posteriors (``generate.fit_role_latents``).
         Returns image (n, 3, H, W), layers (n, T, 3, H, W), shapes (n, T, H, W).
         ``hard`` binarises generated shapes at 0.5.
         """
@@ -402,10 +413,8 @@ class ECON(nn.Module):
                               device=generator.device if generator is not None else dev).to(dev)
             z = eps
             if latents is not None:
-                loc, scale = (torch.as_tensor(v, dtype=eps.dtype).to(dev).reshape(-1) for v in latents[t])
-                if loc.numel() != latent or scale.numel() != latent:
-                    raise ValueError(f"latents[{t}] must be two vectors of length {latent}")
-                z = loc + scale * eps
+                loc, scale = (torch.as_tensor(v, dtype=eps.dtype).to(dev) for v in latents[t])
+                z = shift_and_scale(eps, loc, scale, what=f"latents[{t}]")
             rgb, logit = self.experts.decoder(z.unsqueeze(1), torch.full((n,), k, device=dev, dtype=torch.long))
             shp = torch.sigmoid(logit[:, 0])
             m = torch.ones_like(shp) if t == 0 else shp

@@ -61,12 +61,14 @@ def experts_for(objects: Sequence[str], roles: dict[str, int | None]) -> list[in
 def fit_role_latents(
     model: ECON, scenes, roles: dict[str, int | None], min_count: int = 5,
 ) -> dict[str, dict[str, Any]]:
-    """Diagonal Gaussian over the posterior means of each role (class or background).
+    """Full-covariance Gaussian over the posterior means of each role (class or background).
 
     Scenes are decomposed deterministically; every visible object is credited to its best
     matching step (as in the specialisation metric); when that step was won by the role's
-    expert, the step's posterior mean μ(z) is collected. Returns {role: {expert, loc, scale,
-    n}} for roles with at least ``min_count`` such latents. Decoding z from these Gaussians
+    expert, the step's posterior mean μ(z) is collected. Returns {role: {expert, loc, scale
+    (standard deviations), chol (Cholesky factor of the covariance: a role's posterior means are
+    strongly correlated, so a diagonal fit samples off them), n}} for roles with at least
+    ``min_count`` such latents. Decoding z from these Gaussians
     instead of p(z) = N(0, I) is ex-post density estimation of the aggregate posterior — a
     way to sample when an expert's posteriors do not (yet) match its prior.
     """
@@ -85,17 +87,24 @@ def fit_role_latents(
         zs = np.array([lat[i, step] for i, r, e, step in items if r == row and e == k])
         if len(zs) < min_count:
             continue
-        out[name] = dict(expert=int(k), loc=zs.mean(0).tolist(), scale=(zs.std(0) + 1e-3).tolist(), n=len(zs))
+        cov = np.cov(zs.T, bias=True).reshape(zs.shape[1], zs.shape[1]) + 1e-6 * np.eye(zs.shape[1])
+        out[name] = dict(expert=int(k), loc=zs.mean(0).tolist(), scale=(zs.std(0) + 1e-3).tolist(),
+                         chol=np.linalg.cholesky(cov).tolist(), n=len(zs))
     return out
 
 
 def latents_for(objects: Sequence[str], role_latents: dict[str, dict[str, Any]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(loc, scale) per layer (background first) for :meth:`ECON.generate`."""
+    """(loc, scale) per layer (background first) for :meth:`ECON.generate`.
+
+    scale is the Cholesky factor of the fitted covariance; files written before it was
+    stored (diagonal fits) give their standard deviations.
+    """
     out = []
     for name in ("background", *objects):
         if name not in role_latents:
             raise ValueError(f"no fitted latent Gaussian for {name!r} (have {sorted(role_latents)})")
-        out.append((torch.tensor(role_latents[name]["loc"]), torch.tensor(role_latents[name]["scale"])))
+        fit = role_latents[name]
+        out.append((torch.tensor(fit["loc"]), torch.tensor(fit["chol"] if "chol" in fit else fit["scale"])))
     return out
 
 
