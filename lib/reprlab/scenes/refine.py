@@ -83,7 +83,7 @@ def move_background_last(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Re-order a decomposition so that ``background``'s steps come last; returns scopes, regions, winners.
 
-    Footnote 2 makes the last layer (first inference step from the back) the background. A
+    Footnote 2 makes layer 1, the last inference step, the background. A
     trained model may instead explain the background before an object, cut around it, and
     leave the object to the last step, where the region KL (12) is masked by a scope that is
     the object itself: that expert's decoder never learns where the object ends. The same
@@ -154,7 +154,7 @@ def refine_vaes(
 
     ``n_scenes`` training-distribution scenes (one object of each class) are decomposed
     once; then ``steps`` Adam steps on random batches of their steps. The attention nets
-    keep their weights. Returns the objective on all frozen steps before and after (z = μ)
+    keep their weights unless ``attention``. Returns the objective on all frozen steps before and after (z = μ)
     and the training curve. ``callback(step, loss)`` returning True stops early.
     ``background_last``: the expert covering the most area (:func:`dominant_expert`) is taken
     as the background and its steps are moved last in every scene (:func:`move_background_last`).
