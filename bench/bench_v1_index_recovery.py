@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="only write a copy of SRC with a quarter of the training images Gabor mixtures and exit")
     args = ap.parse_args(argv)
     parts = set(args.parts.split(","))
-    known = {"truth", "aperture", "twin", "verification", "features"}
+    known = set(DEFAULT_PARTS.split(","))
     if parts - known:
         ap.error(f"--parts: unknown {sorted(parts - known)}; expected a comma list of {sorted(known)}")
     if parts & {"verification", "features"} and "twin" not in parts:

@@ -6,7 +6,6 @@ import pytest
 import torch
 from reprlab.scenes.econ import ECON, ECONConfig
 from reprlab.scenes.refine import (
-    FrozenSteps,
     attention_distillation,
     dominant_expert,
     freeze_decompositions,
@@ -122,8 +121,6 @@ def test_background_last_keeps_the_partition_and_the_scope_recursion():
 
 def test_dominant_expert_is_the_one_covering_most_area():
     h = w = 4
-    big, small = torch.full((h, w), 0.9).log(), torch.full((h, w), 0.1).log()
-    data = FrozenSteps(images=torch.zeros(2, 3, h, w), scene=torch.tensor([0, 0, 1, 1]),
-                       log_scopes=torch.zeros(4, h, w), log_regions=torch.stack([small, big, small, big]),
-                       winners=torch.tensor([2, 1, 0, 1]), last=torch.tensor([False, True, False, True]))
-    assert dominant_expert(data) == 1
+    big, small = torch.full((h, w), 0.9), torch.full((h, w), 0.1)
+    regions = torch.stack([torch.stack([small, big]), torch.stack([small, big])])  # (2 scenes, 2 steps, H, W)
+    assert dominant_expert(regions, torch.tensor([[2, 1], [0, 1]])) == 1

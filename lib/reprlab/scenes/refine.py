@@ -50,6 +50,36 @@ class FrozenSteps:
 
 
 @torch.no_grad()
+def decompose_scenes(
+    model: ECON, images: torch.Tensor, batch_size: int = 200,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Deterministic decompositions of ``images`` (B, 3, H, W): scopes, regions (B, S, H, W), winners (B, S)."""
+    if images.ndim != 4 or images.shape[0] < 1:
+        raise ValueError(f"expected a non-empty batch of images (B, 3, H, W), got shape {tuple(images.shape)}")
+    dev = next(model.parameters()).device
+    parts = [model.decompose(images[start:start + batch_size].to(dev), stochastic=False)
+             for start in range(0, images.shape[0], batch_size)]
+    return tuple(torch.cat([getattr(d, k) for d in parts]) for k in ("scopes", "regions", "winners"))
+
+
+def frozen_rows(
+    images: torch.Tensor, scopes: torch.Tensor, regions: torch.Tensor, winners: torch.Tensor, batch_size: int = 200,
+) -> FrozenSteps:
+    """One row per (scene, step) of decompositions (B, S, ...), ordered by scene batch, then step, then scene.
+
+    That row order is the one refinement has always sampled from, so seeded runs repeat.
+    """
+    n, steps = winners.shape
+    dev = winners.device
+    scene = torch.arange(n, device=dev)[:, None].expand(n, steps)
+    step = torch.arange(steps, device=dev)[None].expand(n, steps)
+    order = (((scene // batch_size) * steps + step) * n + scene).flatten().argsort()
+    return FrozenSteps(images=images.to(dev), scene=scene.flatten()[order],
+                       log_scopes=scopes.clamp(min=1e-30).log().flatten(0, 1)[order],
+                       log_regions=regions.clamp(min=1e-30).log().flatten(0, 1)[order],
+                       winners=winners.flatten()[order], last=(step == steps - 1).flatten()[order])
+
+
 def freeze_decompositions(
     model: ECON, images: torch.Tensor, batch_size: int = 200, background_last: int | None = None,
 ) -> FrozenSteps:
@@ -58,24 +88,10 @@ def freeze_decompositions(
     ``background_last`` (an expert index): each scene's steps won by that expert are moved
     behind the others (:func:`move_background_last`) before they are kept.
     """
-    if images.ndim != 4 or images.shape[0] < 1:
-        raise ValueError(f"expected a non-empty batch of images (B, 3, H, W), got shape {tuple(images.shape)}")
-    dev = next(model.parameters()).device
-    rows: dict[str, list[torch.Tensor]] = {k: [] for k in ("scene", "log_scopes", "log_regions", "winners", "last")}
-    for start in range(0, images.shape[0], batch_size):
-        x = images[start:start + batch_size].to(dev)
-        d = model.decompose(x, stochastic=False)
-        scopes, regions, winners = d.scopes, d.regions, d.winners
-        if background_last is not None:
-            scopes, regions, winners = move_background_last(regions, winners, background_last)
-        steps = winners.shape[1]
-        for t in range(steps):
-            rows["scene"].append(torch.arange(start, start + x.shape[0], device=dev))
-            rows["log_scopes"].append(scopes[:, t].clamp(min=1e-30).log())
-            rows["log_regions"].append(regions[:, t].clamp(min=1e-30).log())
-            rows["winners"].append(winners[:, t])
-            rows["last"].append(torch.full((x.shape[0],), t == steps - 1, device=dev))
-    return FrozenSteps(images=images.to(dev), **{k: torch.cat(v) for k, v in rows.items()})
+    scopes, regions, winners = decompose_scenes(model, images, batch_size)
+    if background_last is not None:
+        scopes, regions, winners = move_background_last(regions, winners, background_last)
+    return frozen_rows(images, scopes, regions, winners, batch_size)
 
 
 def move_background_last(
@@ -102,11 +118,11 @@ def move_background_last(
     return scopes, regions, winners
 
 
-def dominant_expert(data: FrozenSteps) -> int:
-    """The expert whose won regions cover the most image area: the background, found without labels."""
-    area = data.log_regions.exp().sum((1, 2))
-    per_expert = torch.zeros(int(data.winners.max()) + 1, dtype=area.dtype, device=area.device)
-    return int(per_expert.index_add_(0, data.winners, area).argmax())
+def dominant_expert(regions: torch.Tensor, winners: torch.Tensor) -> int:
+    """The expert whose won regions (B, S, H, W) cover the most image area: the background, found without labels."""
+    area = regions.sum((2, 3)).flatten()
+    per_expert = torch.zeros(int(winners.max()) + 1, dtype=area.dtype, device=area.device)
+    return int(per_expert.index_add_(0, winners.flatten(), area).argmax())
 
 
 def vae_objective(model: ECON, data: FrozenSteps, index: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -167,13 +183,13 @@ def refine_vaes(
     scenes = make_scenes(n_scenes, size, colour_mode, random_state=np.random.default_rng([seed, 31]), classes="one_each")
     model.eval()
     images = torch.from_numpy(scenes.images)
-    data = freeze_decompositions(model, images)
+    scopes, regions, winners = decompose_scenes(model, images)
     reorder = {}
     if background_last:
-        background = dominant_expert(data)
-        moved = float((data.winners[data.last] != background).float().mean())
-        data = freeze_decompositions(model, images, background_last=background)
-        reorder = dict(background_expert=background, scenes_reordered=moved)
+        background = dominant_expert(regions, winners)
+        reorder = dict(background_expert=background, scenes_reordered=float((winners[:, -1] != background).float().mean()))
+        scopes, regions, winners = move_background_last(regions, winners, background)
+    data = frozen_rows(images, scopes, regions, winners)
     params = [*model.experts.encoder.parameters(), *model.experts.decoder.parameters()]
     if attention:
         params += list(model.experts.attention.parameters())
