@@ -69,6 +69,23 @@ def test_refinement_lowers_the_objective_and_leaves_attention_alone():
     assert any(not torch.equal(v, decoder[k]) for k, v in model.experts.decoder.state_dict().items())
 
 
+def test_a_larger_beta_pulls_the_posteriors_towards_the_prior():
+    x = torch.from_numpy(make_scenes(20, 16, "unique", random_state=9).images)
+
+    def kl_after_refining(beta):
+        torch.manual_seed(4)  # the same initial model for every beta
+        model = ECON(ECONConfig(**SMALL))
+        report = refine_vaes(model, "unique", steps=40, n_scenes=20, batch_size=8, lr=3e-3, progress=False, beta=beta)
+        assert report["beta"] == model.config.beta == beta  # stored in the config the model file keeps
+        with torch.no_grad():
+            data = freeze_decompositions(model.eval(), x)
+            terms = model.vae_terms(x[data.scene], data.log_scopes.unsqueeze(1), data.log_regions.unsqueeze(1),
+                                    data.last, idx=data.winners)
+        return float(terms["loss_z"].mean())  # eq. (11): KL(q(z | x, r, k) || N(0, I)) per step
+
+    assert kl_after_refining(50.0) < 0.5 * kl_after_refining(1.0)  # measured: 0.04 vs 0.21 nats
+
+
 def test_refinement_stops_on_callback_and_rejects_bad_arguments():
     torch.manual_seed(2)
     model = ECON(ECONConfig(**SMALL))
@@ -77,6 +94,8 @@ def test_refinement_stops_on_callback_and_rejects_bad_arguments():
     assert report["stopped"] and report["steps"] == 3
     with pytest.raises(ValueError, match="n_scenes"):
         refine_vaes(model, "unique", steps=5, n_scenes=0, progress=False)
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        refine_vaes(model, "unique", steps=5, n_scenes=4, progress=False, beta=0.0)
     with pytest.raises(ValueError, match="non-empty batch"):
         freeze_decompositions(model, torch.zeros(0, 3, 16, 16))
 
