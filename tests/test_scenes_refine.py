@@ -94,6 +94,8 @@ def test_refinement_stops_on_callback_and_rejects_bad_arguments():
     assert report["stopped"] and report["steps"] == 3
     with pytest.raises(ValueError, match="n_scenes"):
         refine_vaes(model, "unique", steps=5, n_scenes=0, progress=False)
+    with pytest.raises(ValueError, match="lr > 0"):
+        refine_vaes(model, "unique", steps=5, n_scenes=4, progress=False, lr=0.0)
     with pytest.raises(ValueError, match="beta must be > 0"):
         refine_vaes(model, "unique", steps=5, n_scenes=4, progress=False, beta=0.0)
     with pytest.raises(ValueError, match="non-empty batch"):

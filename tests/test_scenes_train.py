@@ -176,11 +176,12 @@ def test_cli_export_evaluate_sample_and_errors(trained, tmp_path, capsys):
     assert "ari_fg" in json.loads(text)["id"]
     refined = tmp_path / "refined.pt"
     code, text = _cli(capsys, "refine", "--checkpoint", str(out), "--out", str(refined), "--steps", "3",
-                      "--n-scenes", "4", "--n-test", "6", "--quiet", "--json")
+                      "--n-scenes", "4", "--n-test", "6", "--beta", "2.5", "--lr", "1e-4", "--quiet", "--json")
     assert code == 0, text
     assert json.loads(text)["refinement"]["steps"] == 3
     (before, _), (after, meta) = load_model(out), load_model(refined)
     assert meta["provenance"]["source"]["sha256"] and meta["provenance"]["refinement"]["n_rows"] == 4 * 4
+    assert after.config.beta == 2.5 and meta["provenance"]["refinement"]["lr"] == 1e-4  # the new beta is the model's
     for k, v in before.experts.attention.state_dict().items():  # refinement leaves the attention nets alone
         assert torch.equal(v, after.experts.attention.state_dict()[k]), k
     code, text = _cli(capsys, "sample", "--checkpoint", str(out), "--objects", "0,1,2", "--experts", "--n", "2",

@@ -57,6 +57,7 @@ def register(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--background-last", action="store_true",
                    help="move the steps of the expert covering the most area (the background) last in each frozen decomposition")
     p.add_argument("--attention", action="store_true", help="also fit the winners' attention nets to the frozen regions")
+    p.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate (C.3 starts at 5e-4 and divides by sqrt(10))")
     p.add_argument("--beta", type=float, default=None,
                    help="KL weight of objective (13) from now on (default: the model's; C.4's best unique model has 9.54)")
     _add_common(p)
@@ -158,10 +159,10 @@ def _refine(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     note = (f"python -m reprlab scenes refine --checkpoint {args.checkpoint} --steps {args.steps} "
             f"--n-scenes {args.n_scenes} --seed {args.seed}" + (" --background-last" if args.background_last else "")
-            + (" --attention" if args.attention else "") + (f" --beta {args.beta}" if args.beta is not None else ""))
+            + (" --attention" if args.attention else "") + (f" --beta {args.beta}" if args.beta is not None else "") + f" --lr {args.lr}")
     return refine_model_file(args.checkpoint, args.out, steps=args.steps, n_scenes=args.n_scenes, seed=args.seed,
                              n_test=args.n_test, device=args.device, progress=not args.quiet, note=note,
-                             background_last=args.background_last, attention=args.attention, beta=args.beta)
+                             background_last=args.background_last, attention=args.attention, beta=args.beta, lr=args.lr)
 
 
 def _evaluate(args: argparse.Namespace) -> dict:

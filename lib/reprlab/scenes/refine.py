@@ -182,8 +182,8 @@ def refine_vaes(
     posteriors towards the prior N(0, I) that layered generation samples from; C.4's best
     model on uniquely coloured scenes has β = 9.54.
     """
-    if steps < 0 or n_scenes < 1 or batch_size < 1:
-        raise ValueError(f"need steps >= 0, n_scenes >= 1, batch_size >= 1; got {steps}, {n_scenes}, {batch_size}")
+    if steps < 0 or n_scenes < 1 or batch_size < 1 or not lr > 0:
+        raise ValueError(f"need steps >= 0, n_scenes >= 1, batch_size >= 1, lr > 0; got {steps}, {n_scenes}, {batch_size}, {lr}")
     if beta is not None:
         if not float(beta) > 0:
             raise ValueError(f"beta must be > 0, got {beta!r}")
@@ -228,14 +228,14 @@ def refine_vaes(
                 stopped = True
                 break
     return dict(objective_before=before, objective_after=mean_objective(), steps=len(curve), stopped=stopped,
-                n_scenes=n_scenes, n_rows=len(data), attention=attention, beta=model.config.beta, **reorder, wins=torch.bincount(data.winners.cpu(), minlength=model.n_experts).tolist(),
+                n_scenes=n_scenes, n_rows=len(data), attention=attention, beta=model.config.beta, lr=lr, **reorder, wins=torch.bincount(data.winners.cpu(), minlength=model.n_experts).tolist(),
                 curve_every_100=[float(np.mean(curve[i:i + 100])) for i in range(0, len(curve), 100)])
 
 
 def refine_model_file(
     source: str | os.PathLike, out: str | os.PathLike, steps: int, n_scenes: int = 4000, seed: int = 0,
     n_test: int = 200, device: str | None = None, progress: bool = True, note: str = "",
-    background_last: bool = False, attention: bool = False, beta: float | None = None,
+    background_last: bool = False, attention: bool = False, beta: float | None = None, lr: float = 5e-4,
 ) -> dict:
     """Refine a model file's VAEs, re-evaluate it, and write the result as a new model file.
 
@@ -252,7 +252,7 @@ def refine_model_file(
     tcfg = TrainConfig.from_dict(meta.get("train_config") or {})
     start = time.monotonic()
     report = refine_vaes(model, tcfg.colour_mode, steps=steps, n_scenes=n_scenes, seed=seed, progress=progress,
-                         background_last=background_last, attention=attention, beta=beta)
+                         background_last=background_last, attention=attention, beta=beta, lr=lr)
     report["seconds"] = time.monotonic() - start
     prov = refined_provenance(meta.get("provenance") or {}, report, source, sha256_file(source), note)
     metrics, roles = evaluate_and_save(model, tcfg, out, prov, n_test)
