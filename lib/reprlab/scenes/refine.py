@@ -15,6 +15,9 @@ background), so an object that the model left to the last step is learnt with a 
 also holds the background, and its decoder learns where it ends. ``attention`` fits the
 attention nets to the re-ordered regions, so that inference takes the new order too.
 Neither is in the paper: its models were trained far longer (5 learning-rate decays at batch 32).
+``beta`` sets the KL weight β of (13) for the refinement and the saved model: C.4's best model on
+uniquely coloured scenes has β = 9.54, which pulls each expert's posteriors onto the prior
+N(0, I) that layered generation samples from; ``lr`` allows C.3's decayed learning rates.
 """
 
 from __future__ import annotations
