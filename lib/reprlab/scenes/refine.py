@@ -22,6 +22,7 @@ N(0, I) that layered generation samples from; ``lr`` allows C.3's decayed learni
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import os
 import time
@@ -187,10 +188,8 @@ def refine_vaes(
     """
     if steps < 0 or n_scenes < 1 or batch_size < 1 or not lr > 0:
         raise ValueError(f"need steps >= 0, n_scenes >= 1, batch_size >= 1, lr > 0; got {steps}, {n_scenes}, {batch_size}, {lr}")
-    if beta is not None:
-        if not float(beta) > 0:
-            raise ValueError(f"beta must be > 0, got {beta!r}")
-        model.config.beta = float(beta)
+    if beta is not None:  # a new config, so that ECONConfig validates the value
+        model.config = dataclasses.replace(model.config, beta=float(beta))
     size = model.config.image_size
     scenes = make_scenes(n_scenes, size, colour_mode, random_state=np.random.default_rng([seed, 31]), classes="one_each")
     model.eval()
